@@ -1,0 +1,34 @@
+"""Command line: ``python -m grader <command>``.
+
+Each command lives in its own module and exposes ``add_arguments(parser)``
+and ``main(args) -> int``; this file only wires them together.
+"""
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS = {
+    "selfcheck": ("grader.selfcheck", "run every lab's tests against reference/ or the stubs and check the score"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m grader", description="ipclab grader")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(run=module.main)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Check the kit itself: every reference scores 100, every stub scores 0.
+
+``make test-reference`` and ``make test-stubs`` call this. Each lab runs in its
+own pytest process (a lab's tests load that lab's modules by plain name), one
+lab after another so that timing-sensitive tests have the machine to themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from grader import labs
+
+# pytest exit codes that mean the run itself broke (interrupted, internal
+# error, usage error, no tests collected), as opposed to tests failing.
+_BROKEN_RUN = {2, 3, 4, 5}
+
+
+def add_arguments(parser):
+    parser.add_argument("--expect", choices=["reference", "stub"], required=True,
+                        help="reference: public+hidden tests against reference/ must score 100; "
+                             "stub: they must collect cleanly and score 0 against labs/")
+    parser.add_argument("--lab", action="append", help="only this lab (repeatable)")
+
+
+def run_lab_tests(lab: labs.Lab, impl: Path, results: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    """Run a lab's public and hidden tests against ``impl``; results land in ``results``."""
+    paths = [str(lab.public_tests_dir)]
+    if lab.hidden_tests_dir.is_dir():
+        paths.append(str(lab.hidden_tests_dir))
+    cmd = [sys.executable, "-m", "pytest", "-q", "--tb=short", "-rN", "-p", "no:cacheprovider",
+           "--lab", str(lab.folder), "--impl", str(impl), "--ipclab-results", str(results), *extra, *paths]
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=True)
+
+
+def check_lab(lab: labs.Lab, expect: str) -> list[str]:
+    """Problems found with one lab (an empty list means it is fine)."""
+    impl = lab.reference_dir if expect == "reference" else lab.folder
+    with tempfile.TemporaryDirectory() as tmp:
+        results_file = Path(tmp) / "results.json"
+        proc = run_lab_tests(lab, impl, results_file)
+        if proc.returncode in _BROKEN_RUN or not results_file.exists():
+            return [f"pytest could not run the tests (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"]
+        score = json.loads(results_file.read_text())["score"]
+    problems = []
+    declared = sum(spec.points for spec in lab.tests.values())
+    if declared != labs.TOTAL_POINTS:
+        problems.append(f"points declared add up to {declared:g}, not {labs.TOTAL_POINTS}")
+    if score["undeclared"]:
+        problems.append(f"tests with no points in lab.yaml/hidden.yaml: {score['undeclared']}")
+    not_run = [row["key"] for row in score["rows"] if not row["ran"]]
+    if not_run:
+        problems.append(f"declared tests that did not run: {not_run}")
+    target = labs.TOTAL_POINTS if expect == "reference" else 0
+    if score["total"] != target:
+        failing = [f"{r['key']}: {r['message']}" for r in score["rows"] if (r["passed"] == r["cases"]) != (expect == "reference")]
+        problems.append(f"scored {score['total']:g}, expected {target}; " + "; ".join(failing[:10]))
+    return problems
+
+
+def main(args) -> int:
+    chosen = [labs.find_lab(name) for name in args.lab] if args.lab else labs.all_labs()
+    failed = 0
+    for lab in chosen:
+        problems = check_lab(lab, args.expect)
+        verdict = "ok" if not problems else "FAILED"
+        print(f"{lab.id} ({args.expect}): {verdict}", flush=True)
+        for problem in problems:
+            print(f"    {problem}")
+        failed += bool(problems)
+    print(f"{len(chosen) - failed} passed, {failed} failed")
+    return 1 if failed else 0
