@@ -27,13 +27,19 @@ def add_arguments(parser):
     parser.add_argument("--lab", action="append", help="only this lab (repeatable)")
 
 
-def run_lab_tests(lab: labs.Lab, impl: Path, results: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
-    """Run a lab's public and hidden tests against ``impl``; results land in ``results``."""
+def lab_test_paths(lab: labs.Lab) -> list[str]:
+    """The lab's public tests folder and, when the kit has it, the hidden one."""
     paths = [str(lab.public_tests_dir)]
     if lab.hidden_tests_dir.is_dir():
         paths.append(str(lab.hidden_tests_dir))
+    return paths
+
+
+def run_lab_tests(lab: labs.Lab, impl: Path, results: Path, targets: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``targets`` (default: all public and hidden tests) against ``impl``; results land in ``results``."""
+    paths = targets or lab_test_paths(lab)
     cmd = [sys.executable, "-m", "pytest", "-q", "--tb=short", "-rN", "-p", "no:cacheprovider",
-           "--lab", str(lab.folder), "--impl", str(impl), "--ipclab-results", str(results), *extra, *paths]
+           "--lab", str(lab.folder), "--impl", str(impl), "--ipclab-results", str(results), *paths]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=True)
 
 
