@@ -12,14 +12,17 @@ LABFLAGS := -q --tb=no -rN -p no:cacheprovider
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "Python's venv module is missing: run 'apt-get install python3-venv' (as root), then 'make setup' again."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# make test-lab1: lab 1's public tests against your files in labs/lab1_*/
+# make test-lab1: lab 1's public tests against your files in labs/lab1_*/.
+#   IMPL=dir  test another implementation folder;  V=1  show tracebacks.
 test-lab%: setup
-	$(PYTEST) $(LABFLAGS) --lab lab$* labs/lab$*_*/tests $(if $(V),-v --tb=short)
+	$(PYTEST) $(LABFLAGS) --lab lab$* labs/lab$*_*/tests $(if $(IMPL),--impl $(IMPL)) $(if $(V),-v --tb=short)
 
 # Public and hidden tests of every lab against reference/: each must score 100.
 test-reference: setup
