@@ -8,6 +8,11 @@ A lab is a folder ``labs/labN_topic/`` with a ``lab.yaml``::
     timeout: 10                           # default per-test timeout, seconds
     resources: {cpus: 1, memory: 512m}    # what one grading run needs
     hidden_points: 30                     # points carried by hidden tests
+    leaks_cost_points: false              # true: a test that leaks earns nothing
+    symptoms:                             # hints chosen by what went wrong
+      - {when: timeout, test: "test_pipeline.py::test_big_input", hint: "..."}
+      - {when: exception, exception: BrokenPipeError, hint: "..."}
+      - {when: leak, kind: semaphore, hint: "..."}   # kinds: see diagnostics.Finding
     tests:                                # public tests, "<file>::<test>"
       test_pipeline.py::test_one_command:
         points: 5
@@ -21,7 +26,10 @@ student copy of the kit (the repository minus ``reference/``) tells nothing
 about them but their total.
 
 Public and hidden points add up to 100. A parametrised test shares its points
-evenly among its cases.
+evenly among its cases; a stress test (``@pytest.mark.stress(runs=20)``)
+earns its points only when every run passes.
+
+Every hint may be a string or a mapping by language (``{en: ..., ko: ...}``).
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ class Lab:
     hidden_points: float
     tests: dict[str, TestSpec]
     raw: dict
+    symptoms: list[dict] = dataclasses.field(default_factory=list)
+    leaks_cost_points: bool = False
 
     @property
     def name(self) -> str:
@@ -87,13 +97,28 @@ class Lab:
         spec = self.tests.get(key)
         return (spec.timeout if spec and spec.timeout else None) or self.timeout
 
-    def hint_for(self, key: str, lang: str = "en") -> str | None:
+    def hint_for(self, key: str, lang: str = "en", symptoms: list[dict] | None = None) -> str | None:
+        """The hint for a failed test: a matching symptom's hint first, else the test's own.
+
+        ``symptoms`` describe what went wrong, e.g. ``[{"when": "timeout"}]``,
+        ``[{"when": "exception", "exception": "BrokenPipeError"}]``,
+        ``[{"when": "leak", "kind": "zombie"}]``.
+        """
+        for seen in symptoms or []:
+            for rule in self.symptoms:
+                if rule.get("test") not in (None, key):
+                    continue
+                if all(rule.get(field) in (None, value) for field, value in seen.items()):
+                    return localised(rule.get("hint"), lang)
         spec = self.tests.get(key)
-        if spec is None or spec.hint is None:
-            return None
-        if isinstance(spec.hint, dict):
-            return spec.hint.get(lang) or spec.hint.get("en")
-        return spec.hint
+        return localised(spec.hint, lang) if spec else None
+
+
+def localised(text: str | dict | None, lang: str) -> str | None:
+    """A hint in ``lang``, falling back to English."""
+    if isinstance(text, dict):
+        return text.get(lang) or text.get("en")
+    return text
 
 
 def _test_specs(mapping: dict | None, *, hidden: bool, source: Path) -> dict[str, TestSpec]:
@@ -136,6 +161,8 @@ def load_lab(folder: Path | str) -> Lab:
         hidden_points=float(data.get("hidden_points", 0)),
         tests=tests,
         raw=data,
+        symptoms=list(data.get("symptoms") or []),
+        leaks_cost_points=bool(data.get("leaks_cost_points", False)),
     )
     if lab.has_hidden:
         hidden_file = lab.reference_dir / "hidden.yaml"

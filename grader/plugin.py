@@ -7,10 +7,16 @@ folder. Then it:
 * imports the lab's modules from ``--impl DIR`` (default: the lab folder), only
   through the ``impl`` fixture, so a broken submission fails tests instead of
   breaking collection;
-* gives every test the timeout lab.yaml sets (pytest-timeout, signal method);
-* kills and reaps every process a test started, even when the test fails
-  (the test process is made a child subreaper, so double-forked daemons come
-  back to it too);
+* gives every test the timeout lab.yaml sets; a test that times out gets the
+  Python stack of itself and of every process it started, taken before
+  anything is killed (see grader/diagnostics.py);
+* after each test, reports and cleans up what it left behind (processes,
+  zombies, shared memory, semaphores, queues, FIFOs, sockets, descriptors);
+  the test process is a child subreaper, so double-forked daemons come back
+  to it too;
+* runs a ``@pytest.mark.stress(runs=N)`` test N times; it earns its points
+  only when every run passes; ``--perturb SEED`` adds random delays around
+  fork, locks and writes in the test process and its children;
 * prints a score table with a hint under each failed test;
 * with ``--ipclab-results FILE``, writes every test's outcome as JSON.
 """
@@ -21,21 +27,25 @@ import ctypes
 import importlib
 import json
 import os
+import random
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from grader import labs
+from grader import diagnostics, labs
 
 OUTPUT_CAP = 4096
 MESSAGE_CAP = 300
-# Python's own helper processes, started on first use and meant to live on.
-_RUNTIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+STACKS_CAP = 20_000
 _PR_SET_CHILD_SUBREAPER = 36
+_SESSION_KEY = pytest.StashKey["LabSession"]()
+_LEAKS_KEY = pytest.StashKey[diagnostics.LeakCheck]()
+_STACKS_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser):
@@ -43,7 +53,9 @@ def pytest_addoption(parser):
     group.addoption("--lab", help="lab id (lab1), folder name or path; inferred from the test paths when omitted")
     group.addoption("--impl", help="folder the lab's modules are imported from (default: the lab folder)")
     group.addoption("--ipclab-results", metavar="FILE", help="write per-test results as JSON to FILE")
-    group.addoption("--lang", default=None, help="language of hints (en, ko)")
+    group.addoption("--lang", default=None, help="language of hints (en, ko); default from IPCLAB_LANG or LANG")
+    group.addoption("--perturb", metavar="SEED", nargs="?", const="random", default=os.environ.get("IPCLAB_PERTURB"),
+                    help="insert random delays around fork, locks and writes (seeded, for replay)")
 
 
 class Implementation:
@@ -95,57 +107,100 @@ class LabSession:
         self.lang = config.getoption("--lang") or _language_from_env()
         self.results: dict[str, dict] = {}  # nodeid -> result
         self.keys: dict[str, str] = {}  # nodeid -> points key
+        self.stress_keys: set[str] = set()
         self.main_pid = os.getpid()
+        self.diag_dir = Path(tempfile.mkdtemp(prefix="ipclab-diag-"))
+        self.perturb_seed = _seed(config.getoption("--perturb"))
 
-    # -- scoring -----------------------------------------------------------------
+    # -- recording -----------------------------------------------------------------
 
-    def record(self, report, item_key: str):
-        entry = self.results.setdefault(report.nodeid, {
-            "nodeid": report.nodeid, "key": item_key, "outcome": "passed",
-            "duration": 0.0, "message": "", "output": "",
+    def entry(self, nodeid: str, key: str) -> dict:
+        return self.results.setdefault(nodeid, {
+            "nodeid": nodeid, "key": key, "outcome": "passed", "duration": 0.0,
+            "message": "", "output": "", "findings": [], "stacks": "", "symptoms": [],
         })
+
+    def record(self, report, key: str, item):
+        entry = self.entry(report.nodeid, key)
         entry["duration"] += report.duration
-        failed = report.failed or (report.when == "call" and report.skipped)
-        if report.when == "call" and report.skipped:
+        if report.skipped and entry["outcome"] == "passed":
             entry["outcome"] = "skipped"
             entry["message"] = _first_line(_skip_reason(report))
-        elif failed and entry["outcome"] == "passed":
+        elif report.failed and entry["outcome"] in ("passed", "skipped"):
             entry["outcome"] = "failed" if report.when == "call" else "error"
             entry["message"] = _failure_line(report)
-        if report.when == "setup" and report.skipped:
-            entry["outcome"] = "skipped"
-            entry["message"] = _first_line(_skip_reason(report))
+            entry["symptoms"].append(_symptom(report, item))
+        if report.when == "call" and _STACKS_KEY in item.stash:
+            entry["stacks"] = item.stash[_STACKS_KEY][:STACKS_CAP]
         output = (report.capstdout or "") + (report.capstderr or "")
         if output:
             entry["output"] = (entry["output"] + output)[:OUTPUT_CAP]
 
+    def add_findings(self, nodeid: str, key: str, findings: list[diagnostics.Finding]):
+        entry = self.entry(nodeid, key)
+        for finding in findings:
+            hint = self.lab.hint_for(key, self.lang, [{"when": "leak", "kind": finding.kind}])
+            own_hint = self.lab.hint_for(key, self.lang)
+            entry["findings"].append({**finding.as_dict(), "text": str(finding),
+                                      "hint": hint if hint != own_hint else None})
+        if findings and self.lab.leaks_cost_points and entry["outcome"] == "passed":
+            entry["outcome"] = "failed"
+            entry["message"] = f"leaked: {findings[0]}"
+            entry["symptoms"].append({"when": "leak", "kind": findings[0].kind})
+
+    # -- scoring -----------------------------------------------------------------
+
     def score(self) -> dict:
-        """Points per declared test; a parametrised test shares its points."""
+        """Points per declared test: cases share a test's points; stress runs are all or nothing."""
         by_key: dict[str, list[dict]] = {}
         for entry in self.results.values():
             by_key.setdefault(entry["key"], []).append(entry)
-        rows = []
-        for key, spec in self.lab.tests.items():
-            cases = by_key.get(key, [])
-            passed = sum(1 for c in cases if c["outcome"] == "passed")
-            earned = spec.points * passed / len(cases) if cases else 0.0
-            failed = [c for c in cases if c["outcome"] != "passed"]
-            rows.append({
-                "key": key, "hidden": spec.hidden, "ran": bool(cases),
-                "points": round(earned, 2), "max": spec.points,
-                "passed": passed, "cases": len(cases),
-                "message": failed[0]["message"] if failed else "",
-                "hint": self.lab.hint_for(key, self.lang) if failed else None,
-            })
-        undeclared = sorted(set(by_key) - set(self.lab.tests))
+        rows = [self._row(key, spec, by_key.get(key, [])) for key, spec in self.lab.tests.items()]
         return {
             "lab": self.lab.id,
             "total": round(sum(r["points"] for r in rows), 2),
             "max": labs.TOTAL_POINTS,
             "not_run": round(sum(r["max"] for r in rows if not r["ran"]), 2),
             "rows": rows,
-            "undeclared": undeclared,
+            "undeclared": sorted(set(by_key) - set(self.lab.tests)),
+            "perturb_seed": self.perturb_seed,
         }
+
+    def _row(self, key: str, spec: labs.TestSpec, cases: list[dict]) -> dict:
+        passed = sum(1 for c in cases if c["outcome"] == "passed")
+        stress = key in self.stress_keys
+        if not cases:
+            earned = 0.0
+        elif stress:
+            earned = spec.points if passed == len(cases) else 0.0
+        else:
+            earned = spec.points * passed / len(cases)
+        failed = [c for c in cases if c["outcome"] != "passed"]
+        symptoms = [s for c in failed for s in c["symptoms"]]
+        return {
+            "key": key, "hidden": spec.hidden, "ran": bool(cases), "stress": stress,
+            "points": round(earned, 2), "max": spec.points,
+            "passed": passed, "cases": len(cases),
+            "message": failed[0]["message"] if failed else "",
+            "hint": self.lab.hint_for(key, self.lang, symptoms) if failed else None,
+            "findings": _unique([f for c in cases for f in c["findings"]], "text"),
+            "stacks": next((c["stacks"] for c in failed if c["stacks"]), ""),
+        }
+
+
+def _unique(items: list[dict], field: str) -> list[dict]:
+    seen, out = set(), []
+    for item in items:
+        if item[field] not in seen:
+            seen.add(item[field])
+            out.append(item)
+    return out
+
+
+def _seed(option: str | None) -> int | None:
+    if option in (None, "", "0", "off"):
+        return None
+    return random.randrange(1, 2**31) if option == "random" else int(option)
 
 
 def _language_from_env() -> str:
@@ -169,8 +224,16 @@ def _failure_line(report) -> str:
     """One line that says why a test failed, without the traceback."""
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None and crash.message:
-        return _first_line(crash.message)
+        return _first_line(crash.message.removeprefix("Failed: "))
     return _first_line(str(report.longrepr))
+
+
+def _symptom(report, item) -> dict:
+    if _STACKS_KEY in item.stash:
+        return {"when": "timeout"}
+    message = _failure_line(report)
+    exception = message.split(":", 1)[0].strip()
+    return {"when": "exception", "exception": exception} if exception.isidentifier() else {"when": "failure"}
 
 
 # -- discovering the lab --------------------------------------------------------------
@@ -182,8 +245,9 @@ def _infer_lab(config) -> labs.Lab | None:
         for folder in [path, *path.parents]:
             if (folder / "lab.yaml").is_file():
                 return labs.load_lab(folder)
-            if folder.parent.name == "reference" and (folder.parent.parent / "labs" / folder.name / "lab.yaml").is_file():
-                return labs.load_lab(folder.parent.parent / "labs" / folder.name)
+            sibling = folder.parent.parent / "labs" / folder.name
+            if folder.parent.name == "reference" and (sibling / "lab.yaml").is_file():
+                return labs.load_lab(sibling)
     return None
 
 
@@ -191,17 +255,22 @@ def _session(config) -> LabSession | None:
     return config.stash.get(_SESSION_KEY, None)
 
 
-_SESSION_KEY = pytest.StashKey[LabSession]()
+def lab_session(config) -> LabSession | None:
+    """The running lab session, for other plugins (``None`` when no lab is under test)."""
+    return _session(config)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
+    config.addinivalue_line("markers", "stress(runs=20): run the test this many times; it earns its points only if all pass")
     name = config.getoption("--lab")
     lab = labs.find_lab(name) if name else _infer_lab(config)
     if lab is None:
         return
-    config.stash[_SESSION_KEY] = LabSession(config, lab)
+    session = LabSession(config, lab)
+    config.stash[_SESSION_KEY] = session
     _become_subreaper()
+    _prepare_children_environment(session)
 
 
 def _become_subreaper():
@@ -213,6 +282,40 @@ def _become_subreaper():
         pass
 
 
+def _prepare_children_environment(session: LabSession):
+    """Every Python program the tests start will dump its stack on request (and perturb, if asked)."""
+    diagnostics.register_dump_handler(session.diag_dir)
+    os.environ[diagnostics.DIAG_DIR_ENV] = str(session.diag_dir)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(diagnostics.STARTUP_DIR), os.environ.get("PYTHONPATH")]))
+    if session.perturb_seed is not None:
+        os.environ["IPCLAB_PERTURB"] = str(session.perturb_seed)
+        sys.path.insert(0, str(diagnostics.STARTUP_DIR))
+        import ipclab_perturb
+        ipclab_perturb.install(session.perturb_seed)
+
+
+def pytest_unconfigure(config):
+    session = _session(config)
+    if session is not None and os.getpid() == session.main_pid:
+        shutil.rmtree(session.diag_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def _ipclab_stress_run(request):
+    return request.param
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("stress")
+    if marker is None:
+        return
+    runs = int(marker.kwargs.get("runs", marker.args[0] if marker.args else 20))
+    metafunc.fixturenames.append("_ipclab_stress_run")
+    metafunc.parametrize("_ipclab_stress_run", range(1, runs + 1), indirect=True,
+                         ids=[f"run{i}of{runs}" for i in range(1, runs + 1)])
+
+
 def pytest_collection_modifyitems(config, items):
     session = _session(config)
     if session is None:
@@ -220,6 +323,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         key = labs.test_key(item.nodeid)
         session.keys[item.nodeid] = key
+        if item.get_closest_marker("stress"):
+            session.stress_keys.add(key)
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(session.lab.timeout_for(key), method="signal"))
 
@@ -242,58 +347,61 @@ def lab(request) -> labs.Lab:
     return session.lab
 
 
-# -- process hygiene --------------------------------------------------------------------
+# -- timeouts with stacks ---------------------------------------------------------------
 
 
-def _descendants() -> dict[int, psutil.Process]:
-    try:
-        return {p.pid: p for p in psutil.Process().children(recursive=True)}
-    except psutil.Error:
-        return {}
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    """Like pytest-timeout's signal method, but first capture every process's stack."""
+    session = _session(item.config)
+    if session is None or os.getpid() != session.main_pid:
+        return None
+
+    def on_timeout(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        item.stash[_STACKS_KEY] = diagnostics.capture_stacks(frame, session.diag_dir)
+        summary = item.stash[_STACKS_KEY].split("\n\n", 1)[0].replace("\n", "; ")
+        pytest.fail(f"Timeout: the test did not finish within {settings.timeout:g} s; {summary}", pytrace=False)
+
+    signal.signal(signal.SIGALRM, on_timeout)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
 
 
-def _is_runtime_helper(proc: psutil.Process) -> bool:
-    try:
-        cmdline = " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-    return any(helper in cmdline for helper in _RUNTIME_HELPERS)
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item):
+    session = _session(item.config)
+    if session is None:
+        return None
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    return True
 
 
-def kill_and_reap(procs) -> list[int]:
-    """SIGKILL each process, then reap every child of ours that has exited."""
-    killed = []
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGKILL)
-            killed.append(proc.pid)
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=5)
-    reap_children()
-    return killed
-
-
-def reap_children():
-    """Collect the exit status of every exited child (zombies included)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+# -- leaks and process hygiene ---------------------------------------------------------------
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     session = _session(item.config)
-    before = set(_descendants()) if session else set()
+    if session is not None:
+        item.stash[_LEAKS_KEY] = diagnostics.LeakCheck()
     yield
-    if session is None or os.getpid() != session.main_pid:
+    if session is not None and os.getpid() == session.main_pid:
+        # Whatever the teardown check could not attribute (it always kills), kill now.
+        diagnostics.kill_and_reap([p for pid, p in diagnostics.descendants().items()
+                                   if pid not in item.stash[_LEAKS_KEY].procs and not diagnostics.is_runtime_helper(p)])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    session = _session(item.config)
+    if session is None or os.getpid() != session.main_pid or _LEAKS_KEY not in item.stash:
         return
-    leftovers = [p for pid, p in _descendants().items() if pid not in before and not _is_runtime_helper(p)]
-    kill_and_reap(leftovers)
+    tmp_path = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
+    findings = item.stash[_LEAKS_KEY].findings(Path(tmp_path) if tmp_path else None)
+    session.add_findings(item.nodeid, session.keys.get(item.nodeid, labs.test_key(item.nodeid)), findings)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -305,14 +413,14 @@ def pytest_runtest_makereport(item, call):
         os._exit(70)
     outcome = yield
     if session is not None:
-        session.record(outcome.get_result(), session.keys.get(item.nodeid, labs.test_key(item.nodeid)))
+        session.record(outcome.get_result(), session.keys.get(item.nodeid, labs.test_key(item.nodeid)), item)
 
 
 def pytest_sessionfinish(session, exitstatus):
     lab_session = _session(session.config)
     if lab_session is None or os.getpid() != lab_session.main_pid:
         return
-    kill_and_reap([p for p in _descendants().values()])
+    diagnostics.kill_and_reap(list(diagnostics.descendants().values()))
     path = session.config.getoption("--ipclab-results")
     if path:
         write_json_atomically(Path(path), {
@@ -342,23 +450,35 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     write = terminalreporter.write_line
     terminalreporter.section(f"{session.lab.id} score: {session.lab.title}", sep="=")
     for row in score["rows"]:
-        if not row["ran"]:
-            continue
-        mark = "ok  " if row["passed"] == row["cases"] else "FAIL"
-        pts = f"{_fmt(row['points'])}/{_fmt(row['max'])}"
-        cases = f"  (passed {row['passed']}/{row['cases']})" if row["cases"] > 1 and row["passed"] != row["cases"] else ""
-        write(f" {mark} {pts:>9}  {row['key']}{cases}")
-        if row["passed"] != row["cases"]:
-            if row["message"]:
-                write(f"                 why:  {row['message']}")
-            if row["hint"]:
-                write(f"                 hint: {row['hint']}")
+        if row["ran"]:
+            _write_row(write, row)
     if score["undeclared"]:
         write(f" (tests with no points in lab.yaml: {', '.join(score['undeclared'])})")
+    if score["perturb_seed"] is not None:
+        write(f" (perturbation on: --perturb {score['perturb_seed']} replays this run)")
     tail = ""
     if score["not_run"]:
         tail = f"   ({_fmt(score['not_run'])} points are in tests not run here: the grader's hidden tests)"
     write(f"{session.lab.id}: {_fmt(score['total'])}/{score['max']}{tail}", bold=True)
+
+
+def _write_row(write, row):
+    indent = " " * 17
+    ok = row["passed"] == row["cases"]
+    pts = f"{_fmt(row['points'])}/{_fmt(row['max'])}"
+    runs = ""
+    if row["cases"] > 1 and not ok:
+        runs = f"  (passed {row['passed']}/{row['cases']}{' runs' if row['stress'] else ''})"
+    write(f" {'ok  ' if ok else 'FAIL'} {pts:>9}  {row['key']}{runs}")
+    if not ok:
+        if row["message"]:
+            write(f"{indent}why:  {row['message']}")
+        if row["hint"]:
+            write(f"{indent}hint: {row['hint']}")
+    for finding in row["findings"]:
+        write(f"{indent}leak: {finding['text']}")
+        if finding.get("hint"):
+            write(f"{indent}hint: {finding['hint']}")
 
 
 def _fmt(points: float) -> str:

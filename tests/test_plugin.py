@@ -1,11 +1,6 @@
 """The ipclab pytest plugin, exercised on a tiny throwaway lab."""
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import psutil
 import pytest
@@ -61,43 +56,14 @@ def spawn():
 
 
 @pytest.fixture
-def kit(tmp_path):
-    """A kit with one lab, ``lab9``, its stub, reference and hidden tests."""
-    lab = tmp_path / "labs" / "lab9_demo"
-    ref = tmp_path / "reference" / "lab9_demo"
-    (lab / "tests").mkdir(parents=True)
-    (ref / "tests").mkdir(parents=True)
-    (lab / "lab.yaml").write_text(LAB_YAML)
-    (lab / "demo.py").write_text(STUB)
-    (lab / "tests" / "test_demo.py").write_text(PUBLIC_TESTS)
-    (ref / "hidden.yaml").write_text(HIDDEN_YAML)
-    (ref / "demo.py").write_text(REFERENCE)
-    (ref / "tests" / "test_hidden_demo.py").write_text(HIDDEN_TESTS)
-    return tmp_path
-
-
-def run(kit: Path, impl: str | None = None, hidden=True, env=None, timeout=60):
-    args = [sys.executable, "-m", "pytest", "-q", "--tb=no", "-rN", "-p", "no:cacheprovider",
-            "--lab", "lab9", "--ipclab-results", str(kit / "results.json"), "labs/lab9_demo/tests"]
-    if hidden:
-        args.append("reference/lab9_demo/tests")
-    if impl:
-        args += ["--impl", impl]
-    full_env = {**os.environ, "IPCLAB_KIT": str(kit), "IPCLAB_LANG": "en", **(env or {})}
-    proc = subprocess.run(args, cwd=kit, env=full_env, capture_output=True, text=True, timeout=timeout)
-    score = json.loads((kit / "results.json").read_text())["score"]
-    return proc, score
-
-
-def write_impl(kit: Path, source: str) -> str:
-    impl = kit / "impl"
-    impl.mkdir(exist_ok=True)
-    (impl / "demo.py").write_text(textwrap.dedent(source))
-    return str(impl)
+def kit(make_kit):
+    """lab9 with a stub, a reference and hidden tests."""
+    return make_kit().write(LAB_YAML, PUBLIC_TESTS, STUB, hidden_yaml=HIDDEN_YAML,
+                            hidden_tests=HIDDEN_TESTS, reference=REFERENCE)
 
 
 def test_stub_prints_a_clean_table_of_zeros(kit):
-    proc, score = run(kit, hidden=False)
+    proc, score = kit.run(hidden=False)
     assert proc.returncode != 0
     assert score["total"] == 0
     assert "lab9: 0/100" in proc.stdout
@@ -108,37 +74,37 @@ def test_stub_prints_a_clean_table_of_zeros(kit):
 
 
 def test_reference_scores_100_and_exits_zero(kit):
-    proc, score = run(kit, impl="reference/lab9_demo")
+    proc, score = kit.run(impl="reference/lab9_demo")
     assert score["total"] == 100, proc.stdout
     assert proc.returncode == 0
     assert "lab9: 100/100" in proc.stdout
 
 
 def test_parametrised_test_shares_its_points(kit):
-    impl = write_impl(kit, """
+    impl = kit.impl("""
         def add(a, b): return a + b if a else 7
         def hang(): pass
         def spawn(): pass
     """)
-    proc, score = run(kit, impl=impl)
+    proc, score = kit.run(impl=impl)
     row = next(r for r in score["rows"] if r["key"] == "test_demo.py::test_param")
     assert (row["points"], row["passed"], row["cases"]) == (15, 1, 2)
     assert "Zero is a number too." in proc.stdout
 
 
 def test_korean_hint_when_asked(kit):
-    proc, _ = run(kit, hidden=False, env={"IPCLAB_LANG": "ko"})
+    proc, _ = kit.run(hidden=False, env={"IPCLAB_LANG": "ko"})
     assert "0도 숫자입니다." in proc.stdout
 
 
 def test_hung_test_fails_within_its_timeout_and_the_run_goes_on(kit):
-    impl = write_impl(kit, """
+    impl = kit.impl("""
         import time
         def add(a, b): return a + b
         def hang(): time.sleep(3600)
         def spawn(): pass
     """)
-    proc, score = run(kit, impl=impl, timeout=30)
+    proc, score = kit.run(impl=impl, timeout=30)
     rows = {r["key"]: r for r in score["rows"]}
     assert rows["test_hidden_demo.py::test_hang"]["points"] == 0
     assert "Timeout" in rows["test_hidden_demo.py::test_hang"]["message"]
@@ -147,7 +113,7 @@ def test_hung_test_fails_within_its_timeout_and_the_run_goes_on(kit):
 
 def test_processes_a_test_started_are_killed_and_reaped(kit):
     marker = f"ipclab-orphan-{os.getpid()}"
-    impl = write_impl(kit, f"""
+    impl = kit.impl(f"""
         import subprocess
         def add(a, b): return a + b
         def hang(): pass
@@ -156,7 +122,7 @@ def test_processes_a_test_started_are_killed_and_reaped(kit):
             subprocess.Popen(["sh", "-c", "exec -a {marker} sleep 600"])
             subprocess.run(["sh", "-c", "(exec -a {marker} sleep 600) &"])
     """)
-    run(kit, impl=impl)
+    kit.run(impl=impl)
     left = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
     for proc in left:
         proc.kill()
@@ -164,7 +130,7 @@ def test_processes_a_test_started_are_killed_and_reaped(kit):
 
 
 def test_a_forked_child_that_returns_into_the_runner_is_stopped(kit):
-    impl = write_impl(kit, """
+    impl = kit.impl("""
         import os
         def add(a, b):
             os.fork()          # classic bug: the child returns instead of os._exit()
@@ -172,7 +138,7 @@ def test_a_forked_child_that_returns_into_the_runner_is_stopped(kit):
         def hang(): pass
         def spawn(): pass
     """)
-    proc, score = run(kit, impl=impl)
+    proc, score = kit.run(impl=impl)
     assert score["total"] == 100
     assert proc.stdout.count("lab9: 100/100") == 1
 
@@ -183,7 +149,7 @@ def test_a_forked_child_that_returns_into_the_runner_is_stopped(kit):
     "import no_such_module_anywhere",          # import error
 ])
 def test_a_submission_that_cannot_import_fails_its_tests_cleanly(kit, body):
-    proc, score = run(kit, impl=write_impl(kit, body), hidden=False)
+    proc, score = kit.run(impl=kit.impl(body), hidden=False)
     assert score["total"] == 0
     assert len(score["rows"]) == 4 and all(r["ran"] for r in score["rows"] if not r["hidden"])
     assert "could not import demo.py" in proc.stdout

@@ -1,0 +1,384 @@
+"""Concurrency diagnostics: what a test left behind, and where a hung test was stuck.
+
+A failing IPC test says "timeout" or, worse, nothing. This module turns that
+into findings a student can act on:
+
+* **Leaks.** :class:`LeakCheck` takes a snapshot before a test and compares
+  after its teardown: processes still running or left as zombies, POSIX
+  shared-memory segments and named semaphores (``/dev/shm``), POSIX message
+  queues (``/dev/mqueue``, where it is mounted), FIFOs and socket files left
+  in the test's temporary folder, and file descriptors the test process holds
+  that it did not hold before. Each leftover becomes a :class:`Finding` and is
+  cleaned up so the next test starts clean. What the test created itself it
+  removes in its own teardown, which runs before the check, so only what the
+  code under test left is blamed.
+
+* **Stacks of a hung test.** Every Python process of the run registers
+  :mod:`faulthandler` on :data:`DUMP_SIGNAL` (the test process here, forked
+  children through :func:`os.register_at_fork`, and every other Python program
+  through the ``sitecustomize`` in ``grader/startup/``). On a timeout,
+  :func:`capture_stacks` asks each of them for its stack before anything is
+  killed; a process that is not Python (``cat``, ``sleep``) is described by
+  the kernel function it sleeps in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import faulthandler
+import os
+import re
+import signal
+import stat
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import psutil
+
+# A real-time signal: nothing in the labs uses it, and a process that has no
+# handler for it is never sent it (see _catches).
+DUMP_SIGNAL = signal.SIGRTMIN + 5
+DIAG_DIR_ENV = "IPCLAB_DIAG_DIR"
+STARTUP_DIR = Path(__file__).with_name("startup")
+SHM_DIR = Path("/dev/shm")
+MQUEUE_DIR = Path("/dev/mqueue")
+RUNTIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+@dataclasses.dataclass
+class Finding:
+    """Something a test left behind, with what to do about it."""
+
+    kind: str  # process, zombie, shm, semaphore, mqueue, fifo, socket, fd
+    what: str
+    advice: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.advice}"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- processes ---------------------------------------------------------------------
+
+
+def descendants() -> dict[int, psutil.Process]:
+    try:
+        return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return {}
+
+
+def is_runtime_helper(proc: psutil.Process) -> bool:
+    """Python's own long-lived helpers (resource tracker, forkserver)."""
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return any(helper in cmdline for helper in RUNTIME_HELPERS)
+
+
+def describe(proc: psutil.Process) -> str:
+    try:
+        cmdline = " ".join(proc.cmdline()) or proc.name()
+    except psutil.Error:
+        try:
+            cmdline = proc.name()  # a zombie has no command line any more
+        except psutil.Error:
+            cmdline = "?"
+    if len(cmdline) > 80:
+        cmdline = cmdline[:77] + "..."
+    return f"pid {proc.pid} ({cmdline})"
+
+
+def kill_and_reap(procs) -> None:
+    """SIGKILL each process, then reap every child of ours that has exited."""
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(list(procs), timeout=5)
+    reap_children()
+
+
+def reap_children() -> None:
+    """Collect the exit status of every exited child (zombies included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# -- leaks -----------------------------------------------------------------------------
+
+
+def _listdir(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+def _open_fds() -> dict[int, str]:
+    fds = {}
+    for name in _listdir(Path("/proc/self/fd")):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    return fds
+
+
+def _runtime_helper_fds() -> set[int]:
+    """Pipes to Python's resource tracker or forkserver: opened once, kept on purpose."""
+    fds = set()
+    try:
+        from multiprocessing import resource_tracker
+        fds.add(resource_tracker._resource_tracker._fd)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from multiprocessing import forkserver
+        fds.add(forkserver._forkserver._forkserver_alive_fd)
+    except (ImportError, AttributeError):
+        pass
+    fds.discard(None)
+    return fds
+
+
+def _mapped_anywhere(paths: set[str]) -> set[str]:
+    """Which of these /dev/shm paths some live process still maps or holds open.
+
+    On a shared machine another program's live segments appear in /dev/shm
+    too; a leak is what nobody uses any more.
+    """
+    used = set()
+    for pid in psutil.pids():
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+                text = maps.read()
+        except OSError:
+            continue
+        used.update(p for p in paths if p in text)
+        if used == paths:
+            break
+    return used
+
+
+def _special_files(folder: Path | None) -> dict[str, str]:
+    """FIFOs and socket files under ``folder``: path -> kind."""
+    found = {}
+    if folder is None or not folder.is_dir():
+        return found
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISFIFO(mode):
+                found[path] = "fifo"
+            elif stat.S_ISSOCK(mode):
+                found[path] = "socket"
+    return found
+
+
+class LeakCheck:
+    """Snapshot before a test; :meth:`findings` after its teardown, cleaning as it goes."""
+
+    def __init__(self, tmp_folder: Path | None = None):
+        self.procs = set(descendants())
+        self.shm = _listdir(SHM_DIR)
+        self.mqueue = _listdir(MQUEUE_DIR)
+        self.fds = _open_fds()
+        self.specials = _special_files(tmp_folder)
+        self.tmp_folder = tmp_folder
+
+    def findings(self, tmp_folder: Path | None = None) -> list[Finding]:
+        found = self._processes()
+        found += self._shm()
+        found += self._mqueues()
+        found += self._special_files(tmp_folder or self.tmp_folder)
+        found += self._fds()
+        return found
+
+    def _processes(self) -> list[Finding]:
+        new = [p for pid, p in descendants().items() if pid not in self.procs and not is_runtime_helper(p)]
+        found = []
+        for proc in new:
+            try:
+                zombie = proc.status() == psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                continue
+            if zombie:
+                found.append(Finding("zombie", f"zombie {describe(proc)}",
+                                     "it exited but its parent never waited for it (os.waitpid / join)"))
+            else:
+                found.append(Finding("process", f"left running {describe(proc)}",
+                                     "stop and wait for every process you start before returning"))
+        kill_and_reap(new)
+        return found
+
+    def _shm(self) -> list[Finding]:
+        new = {f"/dev/shm/{name}" for name in _listdir(SHM_DIR) - self.shm}
+        if not new:
+            return []
+        leaked = new - _mapped_anywhere(new)
+        found = []
+        for path in sorted(leaked):
+            if Path(path).name.startswith("sem."):
+                found.append(Finding("semaphore", f"left {path}", "call unlink() on the named semaphore when done"))
+            else:
+                found.append(Finding("shm", f"left {path}", "call unlink() on the shared memory segment when done"))
+            _remove(path)
+        return found
+
+    def _mqueues(self) -> list[Finding]:
+        found = []
+        for name in sorted(_listdir(MQUEUE_DIR) - self.mqueue):
+            found.append(Finding("mqueue", f"left message queue /{name}", "call unlink() on the queue when done"))
+            _remove(MQUEUE_DIR / name)
+        return found
+
+    def _special_files(self, tmp_folder: Path | None) -> list[Finding]:
+        found = []
+        for path, kind in sorted(_special_files(tmp_folder).items()):
+            if path in self.specials:
+                continue
+            advice = "remove the FIFO (os.unlink) when the server closes" if kind == "fifo" else \
+                "remove the socket file (os.unlink) when the server stops"
+            found.append(Finding(kind, f"left {kind} {path}", advice))
+            _remove(path)
+        return found
+
+    def _fds(self) -> list[Finding]:
+        ours = _runtime_helper_fds()
+        found = []
+        for fd, target in sorted(_open_fds().items()):
+            # 0-2 are pytest's output capture, swapped for every test
+            if fd <= 2 or fd in ours or self.fds.get(fd) == target:
+                continue
+            found.append(Finding("fd", f"file descriptor {fd} ({target}) still open in the test process",
+                                 "close every file, pipe end and socket you open"))
+        return found
+
+
+def _remove(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# -- stacks ------------------------------------------------------------------------------
+
+
+def _dump_file(folder: Path, pid: int) -> Path:
+    return folder / f"{pid}.stack"
+
+
+def register_dump_handler(folder: Path) -> None:
+    """Make this process (and its forked children) dump its stack on DUMP_SIGNAL."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def register():
+        dump = open(_dump_file(folder, os.getpid()), "w")  # noqa: SIM115 (kept open for faulthandler)
+        faulthandler.register(DUMP_SIGNAL, file=dump, all_threads=True, chain=False)
+
+    register()
+    os.register_at_fork(after_in_child=register)
+
+
+def _catches(proc: psutil.Process, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` (SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return False
+    match = re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M)
+    return bool(match) and bool(int(match.group(1), 16) >> (int(signum) - 1) & 1)
+
+
+def _kernel_wait(proc: psutil.Process) -> str:
+    try:
+        wchan = Path(f"/proc/{proc.pid}/wchan").read_text().strip() or "?"
+        state = proc.status()
+    except (OSError, psutil.Error):
+        return "gone"
+    return f"{state}, waiting in kernel function {wchan}" if wchan not in ("0", "?") else state
+
+
+def _this_process_stack(frame) -> str:
+    lines = []
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, thread_frame in sys._current_frames().items():
+        top = frame if ident == threading.main_thread().ident and frame is not None else thread_frame
+        entries = [e for e in traceback.extract_stack(top) if not _is_plumbing(e.filename)]
+        lines.append(f"Thread {names.get(ident, ident)} (most recent call first):")
+        lines += [f'  File "{e.filename}", line {e.lineno} in {e.name}' for e in reversed(entries)]
+    return "\n".join(lines)
+
+
+_PLUMBING = (str(Path(__file__).resolve().parent) + os.sep, "/_pytest/", "/pluggy/", "pytest_timeout")
+
+
+def _is_plumbing(filename: str) -> bool:
+    """Frames of the kit and of pytest, which say nothing about the student's code."""
+    return any(part in filename for part in _PLUMBING)
+
+
+def _innermost_user_frame(stack_text: str) -> str | None:
+    """The first (innermost) frame outside the kit's and pytest's own code."""
+    for match in re.finditer(r'File "([^"]+)", line (\d+) in (\S+)', stack_text):
+        filename, line, func = match.groups()
+        if _is_plumbing(filename):
+            continue
+        return f"{func} at {Path(filename).name}:{line}"
+    return None
+
+
+def capture_stacks(frame, folder: Path, wait: float = 1.0) -> str:
+    """Stacks of this process and of every process it started, before any is killed."""
+    sections = []
+    own = _this_process_stack(frame)
+    sections.append((f"test process {os.getpid()}", own))
+    asked = {}
+    for proc in descendants().values():
+        if is_runtime_helper(proc):
+            continue
+        if _catches(proc, DUMP_SIGNAL):
+            path = _dump_file(folder, proc.pid)
+            before = path.stat().st_size if path.exists() else 0
+            try:
+                proc.send_signal(DUMP_SIGNAL)
+                asked[proc] = (path, before)
+            except psutil.Error:
+                pass
+        else:
+            sections.append((f"child {describe(proc)}", f"not a Python program: {_kernel_wait(proc)}"))
+    deadline = time.monotonic() + wait
+    for proc, (path, before) in asked.items():
+        text = ""
+        while time.monotonic() < deadline:
+            text = path.read_text(errors="replace")[before:] if path.exists() else ""
+            if text.strip():
+                time.sleep(0.02)  # let faulthandler finish writing
+                text = path.read_text(errors="replace")[before:]
+                break
+            time.sleep(0.01)
+        sections.append((f"child {describe(proc)}", text.strip() or f"no stack: {_kernel_wait(proc)}"))
+    summary = []
+    for title, text in sections:
+        where = _innermost_user_frame(text)
+        summary.append(f"{title} blocked in {where}" if where else f"{title}: {text.splitlines()[0] if text else '?'}")
+    details = "\n\n".join(f"--- {title}\n{text}" for title, text in sections)
+    return "\n".join(summary) + "\n\n" + details
