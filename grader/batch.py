@@ -1,0 +1,617 @@
+"""Grade a whole class: ``python -m grader batch --lab lab3 SUBMISSIONS --out reports/lab3``.
+
+``SUBMISSIONS`` is a folder with one entry per student (a folder or an archive
+named by the student id) or one ``.zip`` holding such entries, the way LMS
+exports deliver them. Every submission is graded exactly as ``grader grade``
+grades one (:func:`grader.grade.grade_submission`, in its own container), with
+its reports in ``OUT/<student>/``; then the class's ``gradebook.csv``,
+``summary.json`` and ``summary.html`` are written (``grader/gradebook.py``).
+
+How a batch survives 1,000 students and an impatient instructor:
+
+* **Resumable.** A result is kept as soon as it is done: its reports are
+  graded into a staging folder, moved into ``OUT/<student>/`` in one rename,
+  then recorded in ``OUT/.ledger/<student>.json`` under a key made of the
+  submission's content hash, the lab's tests hash and the runner image id.
+  Running the same command again grades only what changed or never finished
+  (``--force`` regrades everything). A grader error (the kit's fault, not the
+  student's) is never recorded, so it is retried on the next run.
+* **Interruptible.** Ctrl-C (or SIGTERM) stops submitting, stops the running
+  containers, waits for their threads and deletes the staging area: nothing
+  half-written is left, and nothing finished is lost.
+* **Nothing is lost.** An archive that does not unpack, two entries for one
+  student or a grader crash each get a row with the reason; the exit status
+  is the number of students who could not be graded (130 when interrupted).
+* **Fair under load.** A test that timed out while other containers were
+  running is graded again with the machine to itself before it costs points;
+  the student's ``batch.json`` and the class summary say so.
+
+Scheduling is the executor's business (``grader/executor.py``): this module
+only submits jobs and reads what completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from grader import gradebook, labs
+from grader.executor import Completed, Executor, GradeJob, LocalPool, Resources
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+# Limits on what one student's archive may unpack to (a zip bomb gets a row, not the disk).
+MAX_SUBMISSION_BYTES = 64 * 2**20
+MAX_SUBMISSION_FILES = 2000
+# The class export holds every student's archive.
+MAX_EXPORT_BYTES = 8 * 2**30
+MAX_EXPORT_FILES = 200_000
+CANCEL_WAIT = 120  # seconds to wait for running jobs to stop after Ctrl-C
+_IGNORED = ("__MACOSX", "Thumbs.db", "desktop.ini")
+# Names the batch uses in OUT/: a student cannot take them.
+_RESERVED = {"gradebook.csv", "summary.json", "summary.html", ".work", ".ledger", ".batch.lock"}
+_SAFE_ID = re.compile(r"\w[\w.@+-]{0,127}")
+
+EXIT_INTERRUPTED = 130
+MAX_EXIT_COUNT = 125
+
+
+# -- the single-submission grader, as the batch sees it ------------------------------------------
+
+
+@dataclasses.dataclass
+class Backend:
+    """What the batch needs from the single-submission grader.
+
+    The real one is :func:`docker_backend`; tests pass a fake to run without
+    Docker. ``stop_all`` stops every container this process started (Ctrl-C).
+    """
+
+    grade: Callable[..., Any]
+    tests_hash: Callable[[labs.Lab], str]
+    submission_hash: Callable[[Path], str]
+    image_id: Callable[[], str]
+    stop_all: Callable[[], None]
+
+
+def docker_backend() -> Backend:
+    """The Docker grader of ``grader/grade.py``."""
+    from grader import grade
+
+    return Backend(grade=grade.grade_submission, tests_hash=grade.tests_hash,
+                   submission_hash=grade.submission_hash, image_id=grade.runner_image_id,
+                   stop_all=getattr(grade, "stop_all_containers", lambda: None))
+
+
+# -- finding the students ------------------------------------------------------------------------
+
+
+class UnpackError(Exception):
+    """An archive that cannot be unpacked safely."""
+
+
+@dataclasses.dataclass
+class Entry:
+    """One student's entry in the export, as delivered."""
+
+    student_id: str
+    name: str  # the entry's file name, e.g. "alice.zip"
+    source: Path
+    problem: str | None = None  # why it cannot be graded, found before grading
+
+
+def strip_archive_suffix(name: str) -> str:
+    lower = name.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def student_id_for(name: str) -> str:
+    """The student id an entry name gives: the name minus its archive suffix.
+
+    It becomes a folder name under OUT/, so anything that could escape it or
+    clash with the batch's own files (``..``, ``/``, a leading dot, spaces,
+    ``gradebook.csv``) is replaced, and a short hash of the original name is
+    added so that two odd names never merge.
+    """
+    base = strip_archive_suffix(name)
+    if _SAFE_ID.fullmatch(base) and base not in _RESERVED:
+        return base
+    slug = re.sub(r"[^\w.@+-]+", "_", base).strip("._-+@")[:60] or "student"
+    return f"{slug}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
+def discover(submissions: Path, work: Path) -> list[Entry]:
+    """One :class:`Entry` per student id, sorted by id; unusable entries carry a problem."""
+    root = submissions
+    if submissions.is_file():
+        if not submissions.name.lower().endswith(".zip"):
+            raise UnpackError(f"{submissions} is neither a folder nor a .zip of submissions")
+        root = work / "export"
+        unpack(submissions, root, max_bytes=MAX_EXPORT_BYTES, max_files=MAX_EXPORT_FILES)
+        root = _single_folder(root, unless_holds_modules=True)
+    by_id: dict[str, list[Entry]] = {}
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".") or path.name in _IGNORED:
+            continue
+        entry = Entry(student_id=student_id_for(path.name), name=path.name, source=path)
+        if path.is_symlink():
+            entry.problem = "the entry is a symbolic link; submissions must be folders or archives"
+        elif not path.is_dir() and not (path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)):
+            entry.problem = f"not a folder or an archive ({', '.join(ARCHIVE_SUFFIXES)})"
+        by_id.setdefault(entry.student_id, []).append(entry)
+    entries = []
+    for student, found in sorted(by_id.items()):
+        if len(found) > 1:
+            names = ", ".join(e.name for e in found)
+            entries.append(Entry(student, names, root, problem=f"several entries for one student ({names}): keep one"))
+        else:
+            entries.append(found[0])
+    return entries
+
+
+def _single_folder(folder: Path, unless_holds_modules: bool = False) -> Path:
+    """Step into a lone top-level folder (``alice.zip`` holding ``alice/...``)."""
+    children = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name not in _IGNORED]
+    if len(children) == 1 and children[0].is_dir() and not children[0].is_symlink():
+        if unless_holds_modules and any(children[0].glob("*.py")):
+            return folder  # the export is one student's folder, not a folder of students
+        return children[0]
+    return folder
+
+
+def prepare(entry: Entry, work: Path) -> Path:
+    """The folder to grade: the entry itself, or its archive unpacked under ``work``."""
+    if entry.source.is_dir():
+        return _single_folder(entry.source)
+    dest = work / "unpacked" / entry.student_id
+    unpack(entry.source, dest, max_bytes=MAX_SUBMISSION_BYTES, max_files=MAX_SUBMISSION_FILES)
+    return _single_folder(dest)
+
+
+def _safe_member_path(dest: Path, name: str) -> Path | None:
+    """Where an archive member goes, or None to skip it; raises on an escape attempt."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if name.startswith("/") or ".." in parts or re.match(r"^[A-Za-z]:", name):
+        raise UnpackError(f"member {name!r} points outside the archive")
+    if not parts or parts[0] in _IGNORED:
+        return None
+    return dest.joinpath(*parts)
+
+
+def _copy_limited(source, target: Path, budget: list[int]) -> None:
+    with open(target, "wb") as out:
+        while chunk := source.read(1 << 16):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise UnpackError("unpacks to more than the size limit")
+            out.write(chunk)
+
+
+def unpack(archive: Path, dest: Path, *, max_bytes: int, max_files: int) -> None:
+    """Unpack regular files and folders only, refusing links, escapes and bombs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    budget = [max_bytes]
+    try:
+        if archive.name.lower().endswith(".zip"):
+            _unzip(archive, dest, budget, max_files)
+        else:
+            _untar(archive, dest, budget, max_files)
+    except UnpackError:
+        raise
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, ValueError) as exc:
+        raise UnpackError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _unzip(archive: Path, dest: Path, budget: list[int], max_files: int) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        if len(members) > max_files:
+            raise UnpackError(f"holds {len(members)} files, more than {max_files}")
+        for info in members:
+            target = _safe_member_path(dest, info.filename)
+            if target is None:
+                continue
+            mode = info.external_attr >> 16
+            if (mode & 0o170000) == 0o120000:
+                raise UnpackError(f"member {info.filename!r} is a symbolic link")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as source:
+                _copy_limited(source, target, budget)
+
+
+def _untar(archive: Path, dest: Path, budget: list[int], max_files: int) -> None:
+    with tarfile.open(archive) as tf:
+        count = 0
+        for member in tf:
+            count += 1
+            if count > max_files:
+                raise UnpackError(f"holds more than {max_files} files")
+            target = _safe_member_path(dest, member.name)
+            if target is None:
+                continue
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy_limited(tf.extractfile(member), target, budget)
+            else:
+                raise UnpackError(f"member {member.name!r} is a link or a device, not a file")
+
+
+# -- the ledger: what is already graded -------------------------------------------------------------
+
+
+class Ledger:
+    """``OUT/.ledger/<student>.json``: the key a student's reports were graded under, and their row."""
+
+    def __init__(self, out: Path):
+        self.folder = out / ".ledger"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, student: str) -> dict | None:
+        try:
+            return json.loads((self.folder / f"{student}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, student: str, key: dict, row: dict) -> None:
+        gradebook.write_atomically(self.folder / f"{student}.json",
+                                   json.dumps({"key": key, "row": row}, indent=1, ensure_ascii=False))
+
+
+# -- rows -------------------------------------------------------------------------------------------------
+
+
+def error_row(entry: Entry, reason: str, status: str = "error") -> dict:
+    return {"student_id": entry.student_id, "entry": entry.name, "status": status, "reason": reason,
+            "score": None, "max": None, "tests": {}, "duration": None}
+
+
+def report_tests(report: dict) -> dict[str, dict]:
+    """Per-test outcomes from a report.json: {key: {points, max, status}}."""
+    tests = report.get("tests") or []
+    if isinstance(tests, dict):
+        tests = [dict(value, key=key) for key, value in tests.items()]
+    found = {}
+    for test in tests:
+        key = test.get("key") or test.get("name")
+        found[key] = {"points": float(test.get("points") or 0), "max": float(test.get("max") or 0),
+                      "status": test.get("status")}
+    return found
+
+
+def graded_row(entry: Entry, result, duration: float) -> dict:
+    return {"student_id": entry.student_id, "entry": entry.name, "status": "graded",
+            "reason": result.reason or "", "score": float(result.score), "max": float(result.max_score),
+            "tests": report_tests(result.report or {}), "duration": round(duration, 2)}
+
+
+def timed_out(row: dict) -> list[str]:
+    return [key for key, test in row["tests"].items() if test.get("status") == "timeout"]
+
+
+# -- progress ------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise one line per finished submission."""
+
+    def __init__(self, total: int, reused: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.counts = {"full": 0, "partial": 0, "errors": 0}
+        self.total, self.done = total, reused
+        self.started = time.monotonic()
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=reused, unit="sub", file=self.stream, dynamic_ncols=True,
+                            desc="grading")
+        elif reused:
+            print(f"{reused} of {total} already graded (unchanged since the last run)", file=self.stream, flush=True)
+
+    def add(self, row: dict) -> None:
+        if row["status"] != "graded":
+            self.counts["errors"] += 1
+        elif row["score"] >= row["max"]:
+            self.counts["full"] += 1
+        else:
+            self.counts["partial"] += 1
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix(self.counts, refresh=False)
+            self.bar.update(1)
+            return
+        score = f"{row['score']:g}/{row['max']:g}" if row["score"] is not None else row["status"]
+        why = f" ({row['reason']})" if row["status"] != "graded" and row.get("reason") else ""
+        print(f"[{self.done}/{self.total}] {row['student_id']}: {score}{why}  {self._rate()}",
+              file=self.stream, flush=True)
+
+    def _rate(self) -> str:
+        counted = sum(self.counts.values())
+        elapsed = time.monotonic() - self.started
+        if not counted or elapsed <= 0:
+            return ""
+        per_minute = counted / elapsed * 60
+        eta = (self.total - self.done) / (counted / elapsed)
+        return f"{per_minute:.1f}/min, ETA {eta:.0f} s"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------------------------
+
+
+class Interrupts:
+    """SIGINT/SIGTERM raise KeyboardInterrupt, but never inside a critical section.
+
+    Moving a student's reports into place and recording them in the ledger
+    must happen together or not at all; a signal arriving in between is held
+    until the section ends.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._critical = False
+        self._saved = {}
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        if not self._critical:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    def ignore(self):
+        """From now on, signals only mark the request (the clean-up must finish)."""
+        self._critical = True
+
+    @contextlib.contextmanager
+    def critical(self):
+        self._critical = True
+        try:
+            yield
+        finally:
+            self._critical = False
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+# -- the batch ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BatchOutcome:
+    rows: list[dict]
+    graded: list[str]  # students graded by this run
+    reused: list[str]  # students whose earlier result was kept
+    interrupted: bool = False
+    summary: dict | None = None
+
+    @property
+    def not_graded(self) -> int:
+        return sum(1 for row in self.rows if row["status"] != "graded")
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return min(self.not_graded, MAX_EXIT_COUNT)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Two batches writing one OUT would corrupt each other's staging: refuse the second."""
+    with open(out / ".batch.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another batch is writing {out}") from None
+        yield
+
+
+def run_batch(lab: labs.Lab, submissions: Path, out: Path, *, jobs: int | None = None, force: bool = False,
+              policy: gradebook.LatePolicy | None = None, manifest: dict | None = None,
+              image: str | None = None, backend: Backend | None = None,
+              executor: Executor | None = None, stream=None) -> BatchOutcome:
+    """Grade every submission under ``submissions`` into ``out``; see the module docstring."""
+    backend = backend or docker_backend()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out), Interrupts() as interrupts:
+        work = out / ".work"
+        shutil.rmtree(work, ignore_errors=True)  # a batch killed with SIGKILL left it
+        work.mkdir()
+        try:
+            batch = _Batch(lab, out, work, backend, force=force, image=image, stream=stream)
+            return batch.run(Path(submissions), jobs, executor, interrupts, policy, manifest)
+        finally:
+            interrupts.ignore()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class _Batch:
+    def __init__(self, lab, out, work, backend, *, force, image, stream):
+        self.lab, self.out, self.work, self.backend = lab, out, work, backend
+        self.force, self.image, self.stream = force, image, stream or sys.stderr
+        self.ledger = Ledger(out)
+        self.rows: dict[str, dict] = {}
+        self.graded: list[str] = []
+        self.reused: list[str] = []
+
+    def log(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def run(self, submissions, jobs, executor, interrupts, policy, manifest) -> BatchOutcome:
+        entries = discover(submissions, self.work)
+        tests_hash, image_id = self.backend.tests_hash(self.lab), self.backend.image_id()
+        todo = [job for entry in entries if (job := self._plan(entry, tests_hash, image_id))]
+        pool = executor or LocalPool(self.backend.grade, max_jobs=jobs, on_cancel=self.backend.stop_all)
+        progress = Progress(total=len(entries), reused=len(entries) - len(todo), stream=self.stream)
+        interrupted = False
+        try:
+            for job in todo:
+                pool.submit(job)
+            for done in pool.results():
+                row = self._complete(done, pool, interrupts)
+                if row is not None:
+                    progress.add(row)
+        except KeyboardInterrupt:
+            interrupted = True
+            interrupts.ignore()
+            progress.close()
+            self.log("interrupted: stopping the running containers...")
+            pool.cancel()
+            if not pool.wait_idle(CANCEL_WAIT):
+                self.log(f"some grading jobs did not stop within {CANCEL_WAIT} s")
+        finally:
+            progress.close()
+            if executor is None:
+                pool.close()
+        rows = [self.rows[e.student_id] for e in entries if e.student_id in self.rows]
+        outcome = BatchOutcome(rows=rows, graded=self.graded, reused=self.reused, interrupted=interrupted)
+        if interrupted:
+            self.log(f"interrupted: {len(self.graded)} graded by this run are saved; "
+                     "run the same command again to grade the rest")
+            return outcome
+        file_times = {e.student_id: dt.datetime.fromtimestamp(e.source.stat().st_mtime, dt.timezone.utc)
+                      for e in entries if e.source.exists() and not e.problem}
+        gradebook.apply_late_policy(rows, policy, manifest, file_times)
+        outcome.summary = gradebook.write_all(self.out, self.lab, rows, meta={
+            "tests_hash": tests_hash, "image_id": image_id,
+            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        return outcome
+
+    def _plan(self, entry: Entry, tests_hash: str, image_id: str) -> GradeJob | None:
+        """A job to grade ``entry``, or None when it has a row already (an error, or a kept result)."""
+        if entry.problem:
+            self.rows[entry.student_id] = error_row(entry, entry.problem)
+            return None
+        try:
+            folder = prepare(entry, self.work)
+            digest = self.backend.submission_hash(folder)
+        except UnpackError as exc:
+            self.rows[entry.student_id] = error_row(entry, f"cannot unpack {entry.name}: {exc}")
+            return None
+        except Exception as exc:  # hashing a hostile folder; never stop the batch for one student
+            self.rows[entry.student_id] = error_row(entry, f"cannot read {entry.name}: {type(exc).__name__}: {exc}")
+            return None
+        key = {"submission": digest, "tests": tests_hash, "image": image_id}
+        kept = self.ledger.get(entry.student_id)
+        if not self.force and kept and kept.get("key") == key and (self.out / entry.student_id).is_dir():
+            self.rows[entry.student_id] = kept["row"]
+            self.reused.append(entry.student_id)
+            return None
+        return GradeJob(lab=self.lab, submission=folder, out_dir=self.work / "staging" / entry.student_id,
+                        student_id=entry.student_id, resources=Resources.of_lab(self.lab), image=self.image,
+                        tag={"entry": entry, "key": key, "first": None})
+
+    def _complete(self, done: Completed, pool: Executor, interrupts: Interrupts) -> dict | None:
+        """Turn a finished job into the student's row; None when a rerun was queued instead."""
+        job, tag = done.job, done.job.tag
+        entry, first = tag["entry"], tag["first"]
+        if done.error is not None or done.result is None:
+            error = done.error or RuntimeError("no result")
+            row = error_row(entry, f"the grader crashed: {type(error).__name__}: {error}", "grader_error")
+        elif done.result.status != "graded":
+            row = error_row(entry, done.result.reason or "grader error", "grader_error")
+        else:
+            row = graded_row(entry, done.result, done.duration)
+        if first is not None:  # this was the rerun alone
+            if row["status"] != "graded":
+                first["notes"] = [f"the rerun alone failed ({row['reason']}); the first run counts"]
+                row, job = first, tag["first_job"]
+            row["rerun_alone"] = tag["rerun"]
+        elif row["status"] == "graded" and done.concurrent and timed_out(row):
+            # Parallel load must never cost points: grade again with the machine to itself.
+            pool.submit(dataclasses.replace(job, alone=True, out_dir=job.out_dir.with_name(job.student_id + ".alone"),
+                                            tag=dict(tag, first=row, first_job=job, rerun=timed_out(row))))
+            return None
+        if row["status"] == "graded":
+            with interrupts.critical():
+                self._keep(job, row, tag["key"], done)
+            self.graded.append(entry.student_id)
+        self.rows[entry.student_id] = row
+        return row
+
+    def _keep(self, job: GradeJob, row: dict, key: dict, done: Completed) -> None:
+        """Move the staged reports to OUT/<student>/ and record them in the ledger."""
+        note = {"key": key, "cpuset": done.cpuset, "duration": row["duration"], "concurrent": done.concurrent,
+                "rerun_alone": row.get("rerun_alone", []), "notes": row.get("notes", [])}
+        gradebook.write_atomically(job.out_dir / "batch.json", json.dumps(note, indent=1))
+        target = self.out / job.student_id
+        trash = self.work / "trash" / job.student_id
+        if target.exists():
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(target, trash)
+        os.rename(job.out_dir, target)
+        self.ledger.put(job.student_id, key, row)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+# -- command line -------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("submissions", type=Path, help="folder of student entries (folders or archives), or a .zip of them")
+    parser.add_argument("--lab", required=True, help="lab id (lab3), folder name or path")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: OUT/<student>/, gradebook.csv, summary.*")
+    parser.add_argument("--jobs", type=int, default=None, help="at most N submissions at once (default: as many as the cores allow)")
+    parser.add_argument("--force", action="store_true", help="regrade every submission, even unchanged ones")
+    parser.add_argument("--manifest", type=Path, help="CSV with student_id and submitted_at columns")
+    parser.add_argument("--policy", type=Path, help="late policy (YAML); see grader/gradebook.py")
+    parser.add_argument("--image", help="runner image (default: the grader's)")
+
+
+def main(args) -> int:
+    try:
+        lab = labs.find_lab(args.lab)
+        if not args.submissions.exists():
+            raise FileNotFoundError(f"no such folder or file: {args.submissions}")
+        policy = gradebook.LatePolicy.load(args.policy) if args.policy else None
+        manifest = gradebook.load_manifest(args.manifest, policy.tz if policy else dt.timezone.utc) if args.manifest else None
+    except (labs.LabError, gradebook.PolicyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        outcome = run_batch(lab, args.submissions, args.out, jobs=args.jobs, force=args.force,
+                            policy=policy, manifest=manifest, image=args.image)
+    except (RuntimeError, UnpackError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not outcome.interrupted:
+        counts = outcome.summary["counts"]
+        print(f"{lab.id}: {counts['graded']}/{counts['students']} graded ({len(outcome.graded)} now, "
+              f"{len(outcome.reused)} kept), {counts['full']} full marks, {outcome.not_graded} not graded; "
+              f"see {args.out / 'summary.html'}")
+    return outcome.exit_code
