@@ -1,0 +1,140 @@
+"""Lab 2 hidden tests: waiting without a timeout, limits of an opened queue,
+unlink after close, and a single worker that must survive handler errors."""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import posix_ipc
+import psutil
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # workers started with spawn import the handler by name
+import lab2_hidden_handlers  # noqa: E402
+
+WAIT = 15  # seconds; bounds every wait in these tests
+RUNTIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+BLOCKING_CONSUMER = """
+import json, sys
+import jobqueue
+with jobqueue.JobQueue(sys.argv[1]) as q:
+    print(json.dumps(q.receive()))
+"""
+
+BLOCKING_PRODUCER = """
+import sys
+import jobqueue
+with jobqueue.JobQueue(sys.argv[1]) as q:
+    q.send({"id": 2}, priority=3)
+"""
+
+
+def start_program(impl, code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=impl.env(), text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    try:
+        out, err = proc.communicate(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the program was still blocked after {WAIT} s")
+    assert proc.returncode == 0, f"program failed (exit {proc.returncode}): {err.strip()[-500:]}"
+    return out
+
+
+def test_none_timeout_waits_for_the_other_side(impl, queue_name, plant_queue):
+    mq = plant_queue(queue_name, max_messages=1)
+    # receive() with no timeout on an empty queue waits until a job comes,
+    # however late (whether the consumer is already asleep or not).
+    consumer = start_program(impl, BLOCKING_CONSUMER, queue_name)
+    mq.send(json.dumps({"id": 1}).encode(), WAIT, 4)
+    assert json.loads(finish(consumer).strip().splitlines()[-1]) == [{"id": 1}, 4]
+    # send() with no timeout on a full queue waits until there is room.
+    mq.send(json.dumps({"id": 0}).encode(), 0, 0)
+    producer = start_program(impl, BLOCKING_PRODUCER, queue_name)
+    assert json.loads(mq.receive(WAIT)[0]) == {"id": 0}
+    data, priority = mq.receive(WAIT)
+    assert (json.loads(data), priority) == ({"id": 2}, 3)
+    finish(producer)
+
+
+def test_opened_queue_keeps_its_own_limits(jq, queue_name, plant_queue):
+    plant_queue(queue_name, max_messages=3, max_message_size=128)
+    with jq.JobQueue(queue_name) as q:  # the default sizes (10, 1024) do not apply to an existing queue
+        with pytest.raises(jq.MessageTooLarge):
+            q.send({"data": "x" * 300})
+        for i in range(3):
+            q.send({"id": i}, timeout=0)
+        with pytest.raises(jq.QueueFull):
+            q.send({"id": 3}, timeout=0)
+        assert len(q) == 3
+
+
+def test_unlink_after_close_frees_the_name(jq, queue_name):
+    q = jq.JobQueue(queue_name, create=True)
+    q.send({"id": 1})
+    q.close()
+    q.unlink()
+    with pytest.raises(FileNotFoundError):
+        jq.JobQueue(queue_name)
+    # The name is free again: a fresh, empty queue can take it.
+    with jq.JobQueue(queue_name, create=True) as fresh:
+        assert len(fresh) == 0
+        fresh.unlink()
+
+
+def test_one_worker_keeps_going_after_errors(jq, new_queue_name, plant_queue):
+    request_name, reply_name = new_queue_name(), new_queue_name()
+    requests, replies = plant_queue(request_name), plant_queue(reply_name)
+    jobs = {n: (n * 3) % 11 for n in range(8)}  # id -> priority; 8 jobs and 1 stop fit in 10 slots
+    for n, priority in jobs.items():
+        requests.send(json.dumps({"id": n, "n": n}).encode(), 0, priority)
+    requests.send(json.dumps({"stop": True}).encode(), 0, 0)
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    outcome = {}
+
+    def call():
+        outcome["returned"] = jq.run_workers(request_name, reply_name, 1, lab2_hidden_handlers.tenfold_unless_even)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(WAIT)
+    assert not caller.is_alive(), f"run_workers did not return within {WAIT} s"
+    assert outcome.get("returned") == 8, f"run_workers returned {outcome.get('returned')!r} for 8 jobs"
+    assert replies.current_messages == 8, f"{replies.current_messages} replies for 8 jobs"
+    for _ in jobs:
+        data, priority = replies.receive(0)
+        reply = json.loads(data.decode("utf-8"))
+        n = reply["id"]
+        assert priority == jobs[n], f"reply {n} came at priority {priority}, its job had {jobs[n]}"
+        if n % 2 == 0:
+            assert isinstance(reply.get("error"), str) and reply["error"], f"job {n}'s handler raised: {reply}"
+        else:
+            assert reply.get("result") == n * 10, f"reply to job {n}: {reply}"
+    left = left_behind(me, before)
+    assert not left, f"after run_workers returned, these processes were left behind: {', '.join(left)}"
+
+
+def left_behind(me: psutil.Process, before: set[int]) -> list[str]:
+    """New children of ours, alive or zombie, except Python's own helper processes."""
+    left = []
+    for proc in me.children(recursive=True):
+        if proc.pid in before:
+            continue
+        try:
+            if any(helper in " ".join(proc.cmdline()) for helper in RUNTIME_HELPERS):
+                continue
+            left.append(f"pid {proc.pid} ({proc.status()})")
+        except psutil.ZombieProcess:
+            left.append(f"pid {proc.pid} (zombie)")
+        except psutil.NoSuchProcess:
+            pass  # reaped while we looked: fine
+    return left
