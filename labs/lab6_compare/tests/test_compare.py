@@ -1,0 +1,308 @@
+"""Lab 6 public tests: threads versus processes, measured.
+
+Semantic facts are checked exactly. Timings are checked with margins, and a
+speedup is only asserted after checking that this process may really use two
+CPUs (a machine, container or CI runner with one CPU cannot show a CPU-bound
+speedup, and the test says so instead of blaming your code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
+ATTEMPTS = 3   # a speedup verdict is the best of this many measurements (see _best)
+
+
+@pytest.fixture
+def compare(impl):
+    return impl.load("compare")
+
+
+# -- how many CPUs may we really use? ---------------------------------------------------
+
+
+def _cgroup_cpu_limits() -> list[float]:
+    """CPU quotas (in CPUs) of the cgroups this process is in, v1 and v2 alike."""
+    limits = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return limits
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            roots, files = [Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")], ("cpu.max",)
+        elif "cpu" in controllers.split(","):
+            roots, files = [Path("/sys/fs/cgroup") / controllers, Path("/sys/fs/cgroup/cpu")], \
+                ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        for root in roots:
+            folder = root / path.lstrip("/")
+            # Every ancestor's quota limits us too; in a container the path may
+            # not exist in our mount namespace, so the root itself is read as well.
+            for level in [folder, *folder.parents]:
+                if not str(level).startswith(str(root)):
+                    break
+                limit = _read_quota(level, files)
+                if limit is not None:
+                    limits.append(limit)
+    return limits
+
+
+def _read_quota(folder: Path, files) -> float | None:
+    try:
+        if len(files) == 1:
+            quota, period = (folder / files[0]).read_text().split()[:2]
+        else:
+            quota, period = ((folder / name).read_text().strip() for name in files)
+    except (OSError, ValueError):
+        return None
+    if quota in ("max", "-1"):
+        return None
+    return int(quota) / int(period)
+
+
+def usable_cpus() -> tuple[float, str]:
+    """How many CPUs this process may use, and how that was found out."""
+    affinity = len(os.sched_getaffinity(0))
+    quotas = _cgroup_cpu_limits()
+    usable = min([affinity, *quotas])
+    how = f"CPU affinity allows {affinity}" + (f", cgroup quota allows {min(quotas):g}" if quotas else ", no cgroup CPU quota")
+    return usable, how
+
+
+def require_two_cpus():
+    usable, how = usable_cpus()
+    if usable < 2:
+        pytest.fail(f"this machine lets the tests use only {usable:g} CPU(s) ({how}): a speedup cannot be "
+                    f"measured here; run the lab with 2 CPUs (lab.yaml asks for cpus: 2)", pytrace=False)
+
+
+def load_note() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _best(measure, better, attempts=ATTEMPTS) -> list[float]:
+    """Measure up to ``attempts`` times, stopping at the first ``better`` value.
+
+    Other programs on the machine can only steal CPU from a measurement, which
+    makes a real speedup look worse (never a missing one look better), so a
+    verdict is drawn from the best attempt. A bug gives the same wrong number
+    every time and still fails.
+    """
+    values = []
+    for _ in range(attempts):
+        values.append(measure())
+        if better(values[-1]):
+            break
+    return values
+
+
+# -- running a call in a separate program -------------------------------------------
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def call_in_child(impl, call: str, timeout: float = 60):
+    """Evaluate ``compare.<call>`` in a separate Python program; return (result, run).
+
+    A submission that crashes its own process takes down only that program,
+    not the test run. Core dumps are switched off for it and its children.
+    """
+    program = ("import json, resource\n"
+               "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+               "import compare\n"
+               f"print('RESULT=' + json.dumps(compare.{call}), flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", program], env=impl.env(), cwd=impl.dir,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    found = re.findall(r"^RESULT=(.*)$", run.stdout, re.MULTILINE)
+    result = json.loads(found[-1]) if found else None
+    return result, run
+
+
+def _tail(run) -> str:
+    lines = (run.stderr or "").strip().splitlines()
+    return lines[-1][:200] if lines else ""
+
+
+# -- memory space ---------------------------------------------------------------------
+
+
+def test_threads_share_memory(compare):
+    assert compare.shares_memory("thread") is True, \
+        "a thread's change to a module-level object must be seen by the parent"
+
+
+def test_processes_do_not_share_memory(compare):
+    assert compare.shares_memory("process") is False, \
+        "a worker process changes its own copy of a module-level object: the parent must not see it"
+
+
+# -- fault isolation ------------------------------------------------------------------
+
+
+def test_process_crash_is_isolated(impl):
+    result, run = call_in_child(impl, "crash_isolated('process')")
+    assert run.returncode >= 0, \
+        f"crash_isolated('process') took down the program that called it ({describe_exit(run.returncode)}): " \
+        f"the crashing worker was not a separate process"
+    assert run.returncode == 0, f"crash_isolated('process') raised: {_tail(run)}"
+    assert result is True, f"crash_isolated('process') returned {result!r}; {_tail(run)}"
+
+
+def test_thread_crash_is_observed_from_outside(impl):
+    result, run = call_in_child(impl, "crash_isolated('thread')")
+    assert run.returncode >= 0, \
+        f"crash_isolated('thread') took down the program that called it ({describe_exit(run.returncode)}): " \
+        f"a crashing thread kills its whole process, so start the crash in a separate program and watch it"
+    assert run.returncode == 0, f"crash_isolated('thread') raised: {_tail(run)}"
+    assert result is False, f"crash_isolated('thread') returned {result!r}, but a thread crash is not isolated"
+
+
+# -- speedups -------------------------------------------------------------------------
+
+
+def test_cpu_bound_processes_speed_up(compare):
+    require_two_cpus()
+    values = _best(lambda: compare.cpu_bound_speedup("process", workers=2), lambda v: v >= 1.4)
+    assert max(values) >= 1.4, \
+        f"2 processes gave CPU-bound speedups {[round(v, 2) for v in values]}, expected at least 1.4 ({load_note()})"
+
+
+def test_cpu_bound_threads_and_the_gil(compare):
+    require_two_cpus()
+    if GIL_ENABLED:
+        values = _best(lambda: compare.cpu_bound_speedup("thread", workers=2), lambda v: v < 1.3)
+        assert min(values) < 1.3, \
+            f"2 threads gave CPU-bound speedups {[round(v, 2) for v in values]} on a CPython with the GIL, " \
+            f"expected under 1.3 ({load_note()})"
+    else:
+        values = _best(lambda: compare.cpu_bound_speedup("thread", workers=2), lambda v: v >= 1.4)
+        assert max(values) >= 1.4, \
+            f"2 threads gave CPU-bound speedups {[round(v, 2) for v in values]} on a free-threaded CPython, " \
+            f"expected at least 1.4 ({load_note()})"
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_io_bound_speedup(compare, kind):
+    require_two_cpus()
+    values = _best(lambda: compare.io_bound_speedup(kind, workers=16), lambda v: v >= 4, attempts=2)
+    assert max(values) >= 4, \
+        f"16 {kind}s gave IO-bound speedups {[round(v, 2) for v in values]}, expected at least 4 ({load_note()})"
+
+
+# -- creation cost --------------------------------------------------------------------
+
+
+def test_thread_is_cheaper_to_create(compare):
+    thread = compare.creation_cost("thread", n=20)
+    process = compare.creation_cost("process", n=20)
+    assert thread > 0 and process > 0, f"creation costs must be positive, got {thread!r} and {process!r}"
+    assert thread < process, \
+        f"starting a thread took {thread * 1e6:.0f} µs, a process {process * 1e6:.0f} µs: a thread should be cheaper"
+
+
+# -- the report -----------------------------------------------------------------------
+
+ASPECTS = {
+    "memory space": ("memory",),
+    "communication": ("communicat",),
+    "synchronisation": ("synchroni",),
+    "fault isolation": ("fault", "isolat"),
+    "creation cost": ("creat",),
+    "use cases": ("use case",),
+}
+_NUMBER = r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+TIME = re.compile(_NUMBER + r"\s*(ns|µs|μs|us|ms|s)(?![A-Za-z])")
+TIME_UNITS = {"ns": 1e-9, "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+BYTES = re.compile(_NUMBER + r"\s*(bytes|B|kB|KB|KiB|MB|MiB|GB|GiB)(?![A-Za-z])")
+BYTE_UNITS = {"bytes": 1, "B": 1, "kB": 1e3, "KB": 1e3, "KiB": 2**10, "MB": 1e6, "MiB": 2**20,
+              "GB": 1e9, "GiB": 2**30}
+SPEEDUP = re.compile(_NUMBER + r"\s*[x×](?![A-Za-z])")
+
+
+def parse_report(text: str) -> dict:
+    """The report's table as {aspect: (threads cell, processes cell)}."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.strip().startswith("|")]
+    rows = [row for row in rows if not all(re.fullmatch(r":?-*:?", cell) for cell in row)]
+    for at, header in enumerate(rows):
+        lowered = [cell.lower() for cell in header]
+        threads = [i for i, cell in enumerate(lowered) if "thread" in cell]
+        processes = [i for i, cell in enumerate(lowered) if "process" in cell]
+        if threads and processes:
+            break
+    else:
+        raise AssertionError("no table with a threads column and a processes column in report.md")
+    table = {}
+    for row in rows[at + 1:]:
+        if len(row) <= max(threads[0], processes[0]):
+            continue
+        for aspect, words in ASPECTS.items():
+            if aspect not in table and any(word in row[0].lower() for word in words):
+                table[aspect] = (row[threads[0]], row[processes[0]])
+    missing = [aspect for aspect in ASPECTS if aspect not in table]
+    assert not missing, f"report.md's table has no row for: {', '.join(missing)}"
+    return table
+
+
+def report_numbers(text: str) -> dict:
+    """The measured numbers in the table, each as {kind: value}, in seconds and bytes."""
+    table = parse_report(text)
+    numbers = {"creation_cost": {}, "worker_memory": {}, "cpu_bound_speedup": {}, "io_bound_speedup": {}}
+    for column, kind in enumerate(("thread", "process")):
+        cell = table["creation cost"][column]
+        found = TIME.search(cell)
+        assert found, f"creation cost row, {kind}s: no time with a unit (like 85 µs or 2.1 ms) in {cell!r}"
+        numbers["creation_cost"][kind] = float(found[1]) * TIME_UNITS[found[2]]
+        cell = table["memory space"][column]
+        found = BYTES.search(cell)
+        assert found, f"memory space row, {kind}s: no size with a unit (like 16 KiB or 1.4 MiB) in {cell!r}"
+        numbers["worker_memory"][kind] = float(found[1]) * BYTE_UNITS[found[2]]
+        cell = table["use cases"][column]
+        speedups = SPEEDUP.findall(cell)
+        assert len(speedups) >= 2, \
+            f"use cases row, {kind}s: expected the CPU-bound then the IO-bound speedup (like 1.02x, 14.9x) in {cell!r}"
+        numbers["cpu_bound_speedup"][kind] = float(speedups[0])
+        numbers["io_bound_speedup"][kind] = float(speedups[1])
+    return numbers
+
+
+def assert_png(path: Path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG file"
+    import matplotlib.image
+    image = matplotlib.image.imread(str(path))
+    assert image.shape[0] > 50 and image.shape[1] > 50, f"{path.name} is only {image.shape[1]}x{image.shape[0]} pixels"
+
+
+def test_report_command(impl, tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(impl.path("compare.py")), "--out", str(out)],
+                         env=impl.env(), cwd=tmp_path, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, f"python compare.py --out DIR failed ({describe_exit(run.returncode)}): {_tail(run)}"
+    assert re.search(r"^\s*\|.*thread.*\|.*process", run.stdout, re.IGNORECASE | re.MULTILINE), \
+        "python compare.py --out DIR must print the table (a Markdown table with threads and processes columns)"
+    report = out / "report.md"
+    assert report.is_file(), "python compare.py --out DIR wrote no report.md"
+    assert (out / "comparison.png").is_file(), "python compare.py --out DIR wrote no comparison.png"
+    assert_png(out / "comparison.png")
+    report_numbers(report.read_text(encoding="utf-8"))

@@ -1,0 +1,242 @@
+"""Lab 6 hidden tests: is a "process" really a process, is memory counted once,
+and does the report hold numbers that were really measured?"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+@pytest.fixture
+def compare(impl):
+    return impl.load("compare")
+
+
+# -- a "process" must be a process -------------------------------------------------------
+
+
+class ChildWatcher:
+    """Notes every descendant process that exists while a call runs."""
+
+    def __init__(self):
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                for child in me.children(recursive=True):
+                    if not any(h in " ".join(child.cmdline()) for h in _HELPERS):
+                        self.seen.add(child.pid)
+            except psutil.Error:
+                pass
+            self._stop.wait(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_process_kind_starts_processes(compare):
+    with ChildWatcher() as watcher:
+        compare.cpu_bound_speedup("process", workers=2)
+    assert len(watcher.seen) >= 2, \
+        f"cpu_bound_speedup('process', workers=2) started {len(watcher.seen)} child process(es): " \
+        f"each of the 2 workers must be a process"
+
+
+def test_unknown_kind_is_rejected(compare):
+    for name in ("cpu_bound_speedup", "io_bound_speedup", "creation_cost", "worker_memory",
+                 "shares_memory", "crash_isolated"):
+        with pytest.raises(ValueError):
+            getattr(compare, name)("fiber")
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+def _fork_and_measure() -> tuple[int, int]:
+    """USS and RSS of a child forked from this (test) process, waiting on a pipe."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(0)
+    os.close(read_end)
+    try:
+        time.sleep(0.2)   # a measurement, not a synchronisation: the child has settled
+        info = psutil.Process(pid).memory_full_info()
+        return info.uss, info.rss
+    finally:
+        os.close(write_end)
+        os.waitpid(pid, 0)
+
+
+def _spawn_and_measure(impl) -> int:
+    """USS of a fresh interpreter that imported the implementation (the spawn start method's cost)."""
+    program = ("import sys, compare, multiprocessing, multiprocessing.synchronize\n"
+               "print('ready', flush=True)\nsys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", program], env=impl.env(), cwd=impl.dir,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", "a fresh interpreter could not import compare"
+        return psutil.Process(proc.pid).memory_full_info().uss
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+
+
+def test_worker_memory_counts_unique_pages(compare, impl):
+    measured = compare.worker_memory("process")
+    fork_uss, fork_rss = _fork_and_measure()
+    spawn_uss = _spawn_and_measure(impl)
+    # Whether the student forks or spawns, a worker's own pages cannot much
+    # exceed those of a fresh interpreter that imported the same module. A
+    # forked worker's RSS also counts every page it still shares with us.
+    ceiling = 1.5 * max(fork_uss, spawn_uss)
+    mib = 2**20
+    assert 0 < measured <= ceiling, \
+        f"worker_memory('process') says {measured / mib:.1f} MiB, but a worker's unique memory here is at most " \
+        f"{ceiling / mib:.1f} MiB (forked child: USS {fork_uss / mib:.1f} MiB, RSS {fork_rss / mib:.1f} MiB; " \
+        f"fresh interpreter: USS {spawn_uss / mib:.1f} MiB)"
+
+
+def test_thread_adds_less_memory_than_process(compare):
+    thread, process = compare.worker_memory("thread"), compare.worker_memory("process")
+    assert isinstance(thread, int) and isinstance(process, int), "worker_memory must return an int (bytes)"
+    assert 0 <= thread < process, f"a thread added {thread} bytes, a process {process} bytes"
+
+
+# -- the report holds real measurements ---------------------------------------------------
+
+ASPECTS = {
+    "memory space": ("memory",),
+    "communication": ("communicat",),
+    "synchronisation": ("synchroni",),
+    "fault isolation": ("fault", "isolat"),
+    "creation cost": ("creat",),
+    "use cases": ("use case",),
+}
+_NUMBER = r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+TIME = re.compile(_NUMBER + r"\s*(ns|µs|μs|us|ms|s)(?![A-Za-z])")
+TIME_UNITS = {"ns": 1e-9, "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+BYTES = re.compile(_NUMBER + r"\s*(bytes|B|kB|KB|KiB|MB|MiB|GB|GiB)(?![A-Za-z])")
+BYTE_UNITS = {"bytes": 1, "B": 1, "kB": 1e3, "KB": 1e3, "KiB": 2**10, "MB": 1e6, "MiB": 2**20,
+              "GB": 1e9, "GiB": 2**30}
+SPEEDUP = re.compile(_NUMBER + r"\s*[x×](?![A-Za-z])")
+
+
+def parse_report(text: str) -> dict:
+    """The report's table as {aspect: (threads cell, processes cell)} (same rules as the public test)."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.strip().startswith("|")]
+    rows = [row for row in rows if not all(re.fullmatch(r":?-*:?", cell) for cell in row)]
+    for at, header in enumerate(rows):
+        lowered = [cell.lower() for cell in header]
+        threads = [i for i, cell in enumerate(lowered) if "thread" in cell]
+        processes = [i for i, cell in enumerate(lowered) if "process" in cell]
+        if threads and processes:
+            break
+    else:
+        raise AssertionError("no table with a threads column and a processes column in report.md")
+    table = {}
+    for row in rows[at + 1:]:
+        if len(row) <= max(threads[0], processes[0]):
+            continue
+        for aspect, words in ASPECTS.items():
+            if aspect not in table and any(word in row[0].lower() for word in words):
+                table[aspect] = (row[threads[0]], row[processes[0]])
+    missing = [aspect for aspect in ASPECTS if aspect not in table]
+    assert not missing, f"report.md's table has no row for: {', '.join(missing)}"
+    return table
+
+
+def report_numbers(text: str) -> dict:
+    table = parse_report(text)
+    numbers = {"creation_cost": {}, "worker_memory": {}, "cpu_bound_speedup": {}, "io_bound_speedup": {}}
+    for column, kind in enumerate(("thread", "process")):
+        found = TIME.search(table["creation cost"][column])
+        assert found, f"creation cost row, {kind}s: no time with a unit"
+        numbers["creation_cost"][kind] = float(found[1]) * TIME_UNITS[found[2]]
+        found = BYTES.search(table["memory space"][column])
+        assert found, f"memory space row, {kind}s: no size with a unit"
+        numbers["worker_memory"][kind] = float(found[1]) * BYTE_UNITS[found[2]]
+        speedups = SPEEDUP.findall(table["use cases"][column])
+        assert len(speedups) >= 2, f"use cases row, {kind}s: expected a CPU-bound and an IO-bound speedup"
+        numbers["cpu_bound_speedup"][kind] = float(speedups[0])
+        numbers["io_bound_speedup"][kind] = float(speedups[1])
+    return numbers
+
+
+# How far a number in the report may be from a fresh measurement of the same
+# thing: (factor, absolute slack). Timings on a shared machine wobble, so the
+# margins are generous, but a number that was never measured is rarely within them.
+TOLERANCE = {
+    "cpu_bound_speedup": (1.5, 0.0),
+    "io_bound_speedup": (2.0, 0.0),
+    "creation_cost": (3.0, 0.0),
+    "worker_memory": (3.0, 128 * 1024),
+}
+FRESH_ATTEMPTS = 2
+
+
+def _agrees(reported: float, fresh: float, factor: float, slack: float) -> bool:
+    if abs(reported - fresh) <= slack:
+        return True
+    return reported > 0 and fresh > 0 and 1 / factor <= reported / fresh <= factor
+
+
+def _build_report_in_child(impl, out: Path) -> str:
+    """Call build_report in a separate program: its workers, crashes and open
+    plotting files stay out of the test process."""
+    program = ("import sys, compare\n"
+               "print('RETURNED=' + str(compare.build_report(sys.argv[1])), flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", program, str(out)], env=impl.env(), cwd=impl.dir,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150)
+    tail = (run.stderr.strip().splitlines() or [""])[-1][:200]
+    assert run.returncode == 0, f"build_report failed (exit status {run.returncode}): {tail}"
+    found = re.findall(r"^RETURNED=(.*)$", run.stdout, re.MULTILINE)
+    assert found, "build_report returned nothing"
+    return found[-1]
+
+
+def test_report_matches_fresh_measurements(compare, impl, tmp_path):
+    returned = _build_report_in_child(impl, tmp_path / "out")
+    report = Path(returned)
+    if not report.is_absolute():
+        report = impl.dir / report
+    assert report.name == "report.md" and report.is_file(), \
+        f"build_report must return the path of the report.md it wrote, not {returned!r}"
+    assert (report.parent / "comparison.png").is_file(), "build_report wrote no comparison.png next to report.md"
+    numbers = report_numbers(report.read_text(encoding="utf-8"))
+    disagreements = []
+    for name, by_kind in numbers.items():
+        factor, slack = TOLERANCE[name]
+        for kind, reported in by_kind.items():
+            fresh = []
+            for _ in range(FRESH_ATTEMPTS):   # measure again only if the first fresh value disagrees
+                fresh.append(float(getattr(compare, name)(kind)))
+                if _agrees(reported, fresh[-1], factor, slack):
+                    break
+            else:
+                disagreements.append(f"{name}({kind!r}): report says {reported:.3g}, "
+                                     f"measured now {', '.join(f'{v:.3g}' for v in fresh)}")
+    assert not disagreements, "report.md does not hold what was measured: " + "; ".join(disagreements)
