@@ -37,5 +37,9 @@ test-kit: setup
 
 test: test-kit test-reference test-stubs
 
+# Benchmarks: ratios measured side by side in one run (see grader/bench.py).
+bench: setup
+	$(PY) -m grader bench
+
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache

@@ -56,6 +56,8 @@ def pytest_addoption(parser):
     group.addoption("--lang", default=None, help="language of hints (en, ko); default from IPCLAB_LANG or LANG")
     group.addoption("--perturb", metavar="SEED", nargs="?", const="random", default=os.environ.get("IPCLAB_PERTURB"),
                     help="insert random delays around fork, locks and writes (seeded, for replay)")
+    group.addoption("--no-diagnostics", action="store_true",
+                    help="skip leak checks and stack capture (for measuring their cost)")
 
 
 class Implementation:
@@ -111,6 +113,7 @@ class LabSession:
         self.main_pid = os.getpid()
         self.diag_dir = Path(tempfile.mkdtemp(prefix="ipclab-diag-"))
         self.perturb_seed = _seed(config.getoption("--perturb"))
+        self.diagnostics = not config.getoption("--no-diagnostics")
 
     # -- recording -----------------------------------------------------------------
 
@@ -284,10 +287,13 @@ def _become_subreaper():
 
 def _prepare_children_environment(session: LabSession):
     """Every Python program the tests start will dump its stack on request (and perturb, if asked)."""
-    diagnostics.register_dump_handler(session.diag_dir)
-    os.environ[diagnostics.DIAG_DIR_ENV] = str(session.diag_dir)
+    if not session.diagnostics and session.perturb_seed is None:
+        return
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(diagnostics.STARTUP_DIR), os.environ.get("PYTHONPATH")]))
+    if session.diagnostics:
+        diagnostics.register_dump_handler(session.diag_dir)
+        os.environ[diagnostics.DIAG_DIR_ENV] = str(session.diag_dir)
     if session.perturb_seed is not None:
         os.environ["IPCLAB_PERTURB"] = str(session.perturb_seed)
         sys.path.insert(0, str(diagnostics.STARTUP_DIR))
@@ -354,7 +360,7 @@ def lab(request) -> labs.Lab:
 def pytest_timeout_set_timer(item, settings):
     """Like pytest-timeout's signal method, but first capture every process's stack."""
     session = _session(item.config)
-    if session is None or os.getpid() != session.main_pid:
+    if session is None or not session.diagnostics or os.getpid() != session.main_pid:
         return None
 
     def on_timeout(signum, frame):
@@ -371,7 +377,7 @@ def pytest_timeout_set_timer(item, settings):
 @pytest.hookimpl(tryfirst=True)
 def pytest_timeout_cancel_timer(item):
     session = _session(item.config)
-    if session is None:
+    if session is None or not session.diagnostics:
         return None
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
@@ -384,13 +390,14 @@ def pytest_timeout_cancel_timer(item):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     session = _session(item.config)
-    if session is not None:
+    before = set(diagnostics.descendants()) if session is not None else set()
+    if session is not None and session.diagnostics:
         item.stash[_LEAKS_KEY] = diagnostics.LeakCheck()
     yield
     if session is not None and os.getpid() == session.main_pid:
-        # Whatever the teardown check could not attribute (it always kills), kill now.
+        # Process hygiene holds even without diagnostics: kill whatever the test started.
         diagnostics.kill_and_reap([p for pid, p in diagnostics.descendants().items()
-                                   if pid not in item.stash[_LEAKS_KEY].procs and not diagnostics.is_runtime_helper(p)])
+                                   if pid not in before and not diagnostics.is_runtime_helper(p)])
 
 
 @pytest.hookimpl(hookwrapper=True)
