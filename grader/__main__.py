@@ -14,6 +14,7 @@ COMMANDS = {
     "bench": ("grader.bench", "measure what the plugin's diagnostics cost on each lab's reference suite"),
     "image": ("grader.image", "build the Docker runner image (ipclab-runner:<kit version>) or print its id"),
     "grade": ("grader.grade", "grade one submission in a locked-down container and write its reports"),
+    "batch": ("grader.batch", "grade a whole class in parallel (resumable) and write its gradebook and summary"),
 }
 
 
