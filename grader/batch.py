@@ -609,6 +609,9 @@ def main(args) -> int:
     except (RuntimeError, UnpackError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before grading started: nothing to clean up
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not outcome.interrupted:
         counts = outcome.summary["counts"]
         print(f"{lab.id}: {counts['graded']}/{counts['students']} graded ({len(outcome.graded)} now, "

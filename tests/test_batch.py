@@ -58,6 +58,7 @@ class FakeGrader:
         self.procs: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.running = 0
+        self.starts = 0
         self.stopped = False
 
     def backend(self) -> batch.Backend:
@@ -80,7 +81,8 @@ class FakeGrader:
             raise RuntimeError(spec["crash"])
         with self.lock:
             self.running += 1
-            concurrent = self.running > 1
+            self.starts += 1
+            my_start, concurrent = self.starts, self.running > 1
             if self.stopped:
                 self.running -= 1
                 return FakeResult("grader_error", 0, 100, "stopped", {}, out_dir)
@@ -93,6 +95,7 @@ class FakeGrader:
             with self.lock:
                 self.procs.discard(proc)
                 self.running -= 1
+                concurrent = concurrent or self.starts > my_start  # someone started while we ran
         if code != 0:
             return FakeResult("grader_error", 0, 100, f"container exited with {code}", {}, out_dir)
         if spec.get("grader_error"):
@@ -410,20 +413,24 @@ def test_reports_deleted_by_hand_are_regraded(tmp_path):
 
 def test_a_timeout_under_load_is_rerun_alone(tmp_path):
     lab, subs, out = demo_lab(tmp_path), tmp_path / "subs", tmp_path / "out"
-    make_class(subs, 4, sleep=0.3)
-    make_student(subs, "slowpoke", KEYS, sleep=0.3, timeout_under_load=[KEYS[2]])
+    # a1 and a2 start together on two cores, so both run under load; s000.. follow
+    make_student(subs, "a1", KEYS, sleep=0.3, timeout_under_load=[KEYS[2]])
+    make_student(subs, "a2", KEYS, sleep=0.3, timeout_under_load=[KEYS[2]])
+    make_class(subs, 3, sleep=0.05)
     grader = FakeGrader(tmp_path / "calls.log")
     batch.run_batch(lab, subs, out, backend=grader.backend(), stream=io.StringIO(),
                     executor=LocalPool(grader.grade, cores=[0, 1], memory=2**40))
-    calls = [c for c in grader.calls() if c["student"] == "slowpoke"]
-    assert len(calls) == 2 and calls[0]["concurrent"] and not calls[1]["concurrent"]
-    assert calls[1]["cpuset"] == "0-1"
     rows = {r["student_id"]: r for r in read_gradebook(out)}
-    assert rows["slowpoke"]["score"] == "100", "the alone rerun passed: no points lost to load"
-    note = json.loads((out / "slowpoke" / "batch.json").read_text())
-    assert note["rerun_alone"] == [KEYS[2]]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reruns"] == [{"student_id": "slowpoke", "tests": [KEYS[2]]}]
+    for student in ("a1", "a2"):
+        calls = [c for c in grader.calls() if c["student"] == student]
+        assert len(calls) == 2 and calls[0]["concurrent"] and not calls[1]["concurrent"]
+        assert calls[1]["cpuset"] == "0-1"
+        assert rows[student]["score"] == "100", "the alone rerun passed: no points lost to load"
+        note = json.loads((out / student / "batch.json").read_text())
+        assert note["rerun_alone"] == [KEYS[2]]
+        assert {"student_id": student, "tests": [KEYS[2]]} in summary["reruns"]
+    assert all(len([c for c in grader.calls() if c["student"] == s]) == 1 for s in ("s000", "s001", "s002"))
 
 
 def test_progress_lines_when_not_on_a_terminal(tmp_path):
