@@ -7,7 +7,7 @@ LABS   := $(sort $(patsubst labs/%/lab.yaml,%,$(wildcard labs/lab*/lab.yaml)))
 # Lab runs: quiet dots, no tracebacks (the score table says why), no short summary.
 LABFLAGS := -q --tb=no -rN -p no:cacheprovider
 
-.PHONY: setup test test-kit test-reference test-stubs grade image bench clean
+.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,13 @@ test-kit: setup
 	$(PYTEST) -q tests
 
 test: test-kit test-reference test-stubs
+
+# Course distribution (see grader/distribute.py).
+student-bundle: setup
+	$(PY) -m grader distribute student-bundle
+
+classroom: setup
+	$(PY) -m grader distribute classroom --lab $(LAB)
 
 # Benchmarks: ratios measured side by side in one run (see grader/bench.py).
 bench: setup

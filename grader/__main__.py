@@ -11,6 +11,7 @@ import sys
 # command name -> (module, one-line help)
 COMMANDS = {
     "selfcheck": ("grader.selfcheck", "run every lab's tests against reference/ or the stubs and check the score"),
+    "distribute": ("grader.distribute", "write the student bundle or a GitHub Classroom workflow into dist/"),
     "bench": ("grader.bench", "measure what the plugin's diagnostics cost on each lab's reference suite"),
     "image": ("grader.image", "build the Docker runner image (ipclab-runner:<kit version>) or print its id"),
     "grade": ("grader.grade", "grade one submission in a locked-down container and write its reports"),
