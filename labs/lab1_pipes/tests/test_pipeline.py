@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import WAIT, children, describe, pipe_fds, run
+from lab1_helpers import WAIT, children, describe, pipe_fds, run
 
 NOT_A_COMMAND = "ipclab-no-such-command"
 

@@ -1,0 +1,88 @@
+"""Hidden tests for part B: FifoLogServer and fifo_send (fifo_log.py)."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+from lab1_helpers import WAIT, open_writer, wait_all
+
+ATOMIC_WRITERS = 8
+ATOMIC_RECORDS = 150
+# Each writer repeats its own letter: a record made of two writers' pieces shows.
+ATOMIC_WRITER = r"""
+import sys
+from fifo_log import fifo_send
+path, letter, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for i in range(count):
+    head = f"{letter}{i:05d}:"
+    fifo_send(path, head + letter * (size - len(head)))
+"""
+
+
+def test_records_are_atomic_under_contention(impl, tmp_path, start_server):
+    """Records of nearly PIPE_BUF bytes from 8 writers at once must arrive whole and unmixed."""
+    path = tmp_path / "log.fifo"
+    size = select.PIPE_BUF - 16
+    server = start_server([[ATOMIC_WRITERS * ATOMIC_RECORDS, WAIT]], path=path)
+    letters = "abcdefghijklmnop"[:ATOMIC_WRITERS]
+    writers = [subprocess.Popen([sys.executable, "-c", ATOMIC_WRITER, str(path), letter, str(ATOMIC_RECORDS), str(size)],
+                                env=impl.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE) for letter in letters]
+    wait_all(writers)
+    records = server.records()
+    expected = {f"{letter}{i:05d}:" + letter * (size - 7) for letter in letters for i in range(ATOMIC_RECORDS)}
+    mixed = [r for r in records if r not in expected]
+    assert not mixed, f"{len(mixed)} records arrived mixed with other writers' bytes or cut, e.g. {mixed[0][:60]!r}..."
+    assert len(records) == len(expected) and set(records) == expected, \
+        f"{len(expected - set(records))} records lost"
+
+
+def test_leftover_records_kept_for_next_serve(tmp_path, start_server):
+    path = tmp_path / "log.fifo"
+    server = start_server([[2, WAIT], [3, WAIT]], path=path)
+    fd = open_writer(path)
+    os.write(fd, b"r0\nr1\nr2\nr3\nr4\n")  # one write: the server may well read all five at once
+    os.close(fd)
+    assert server.records() == ["r0", "r1"], "serve(max_lines=2) must return exactly 2 records"
+    assert server.records() == ["r2", "r3", "r4"], "records read beyond max_lines were not kept"
+
+
+def test_idle_timeout_returns(tmp_path, start_server):
+    path = tmp_path / "log.fifo"
+    server = start_server([[None, 0.5], [None, 0.5]], path=path)
+    fd = open_writer(path)
+    os.write(fd, b"a\nb\n")
+    os.close(fd)
+    started = time.monotonic()
+    assert server.records() == ["a", "b"]
+    assert server.records() == [], "with no writers, serve(idle_timeout=0.5) returns an empty list"
+    assert time.monotonic() - started < WAIT
+
+
+def test_late_writers_after_idle_are_served(tmp_path, start_server):
+    path = tmp_path / "log.fifo"
+    server = start_server([[1, WAIT], [1, WAIT]], path=path)
+    subprocess.run(["sh", "-c", 'echo first > "$0"', str(path)], timeout=WAIT, check=True)
+    assert server.records() == ["first"]
+    # Every writer has gone; the server waits in serve() facing end-of-file.
+    time.sleep(0.3)
+    subprocess.run(["sh", "-c", 'echo second > "$0"', str(path)], timeout=WAIT, check=True)
+    assert server.records() == ["second"], "a writer that came after all others had left was not served"
+
+
+def test_many_writer_cycles(tmp_path, start_server):
+    """200 writers in a row, each opening, writing one record and closing."""
+    path = tmp_path / "log.fifo"
+    cycles = 200
+    server = start_server([[cycles, WAIT]], path=path)
+    for i in range(cycles):
+        fd = open_writer(path)
+        os.write(fd, f"cycle-{i}\n".encode())
+        os.close(fd)
+    records = server.records()
+    assert sorted(records) == sorted(f"cycle-{i}" for i in range(cycles)), \
+        f"{cycles - len(set(records))} of {cycles} records lost between writers"
