@@ -1,0 +1,128 @@
+"""supervisor.py, run as a program and driven from outside with real signals.
+
+The tests watch it with psutil: its children, their state (a zombie is a child
+that exited and was not reaped), its CPU time. Every wait is bounded.
+"""
+
+import os
+import signal
+import time
+
+from lab5_helpers import Supervised, recorder, recorder_pid, seen_signals, supervisor_argv, wait_until
+
+SLEEP = ["sleep", "60"]
+# A command that ignores SIGTERM (exec keeps the ignored disposition).
+STUBBORN = ["sh", "-c", "trap '' TERM; exec sleep 60"]
+
+
+def start(impl, tmp_path, programs, options, commands) -> Supervised:
+    supervisor = Supervised(supervisor_argv(impl, options, commands), tmp_path)
+    programs.append(supervisor)
+    return supervisor
+
+
+def assert_clean_exit(supervisor: Supervised, status: int):
+    assert status == 0, f"after SIGTERM: {supervisor.describe_exit()}"
+    leftovers = supervisor.leftovers()
+    assert not leftovers, "after the supervisor exited: " + "; ".join(leftovers)
+
+
+def test_starts_every_command_and_stops_on_sigterm(impl, tmp_path, programs):
+    records = [tmp_path / "first.signals", tmp_path / "second.signals"]
+    supervisor = start(impl, tmp_path, programs, ["--grace", "20"], [recorder(r) for r in records])
+    for record in records:
+        supervisor.wait_for(lambda: recorder_pid(record), 15, f"the command writing {record.name} never started")
+    children = {kid.pid for kid in supervisor.running()}
+    assert {recorder_pid(r) for r in records} <= children, "each command must run as a child of the supervisor"
+
+    supervisor.send(signal.SIGTERM)
+    # The children die of SIGTERM at once, so this must not wait out the 20 s grace period.
+    status = supervisor.finish(10)
+    for record in records:
+        assert seen_signals(record) == {"SIGTERM"}, f"{record.name}: a child saw {sorted(seen_signals(record)) or 'no signal'}, not SIGTERM"
+    assert_clean_exit(supervisor, status)
+
+
+def test_restart_limit(impl, tmp_path, programs):
+    failing_runs, clean_runs, status_file = tmp_path / "failing.runs", tmp_path / "clean.runs", tmp_path / "status.json"
+    failing = ["sh", "-c", f"echo run >> {failing_runs}; exit 3"]
+    clean = ["sh", "-c", f"echo run >> {clean_runs}; exit 0"]
+    supervisor = start(impl, tmp_path, programs, ["--max-restarts", "2", "--status-file", str(status_file)],
+                       [failing, clean, SLEEP])
+    supervisor.wait_running(SLEEP)  # handlers are in place once a child runs
+
+    def settled():
+        report = supervisor.request_status(status_file)
+        states = [child.get("state") for child in report.get("children", [])]
+        return report if states[:2] == ["failed", "exited"] else None
+    report = supervisor.wait_for(settled, 20, "the status never showed the failing command 'failed' "
+                                             "and the clean one 'exited'")
+    failing_status, clean_status = report["children"][:2]
+    assert failing_status["restarts"] == 2, f"a command that always fails: {failing_status}"
+    assert failing_runs.read_text().count("run") == 3, "with --max-restarts 2 a failing command runs 3 times in all"
+    assert clean_status["restarts"] == 0 and clean_runs.read_text().count("run") == 1, (
+        "a command that exits with status 0 is done: it must not be restarted")
+    supervisor.wait_for(lambda: not supervisor.zombies(), 5, "exited children were left as zombies")
+    assert_clean_exit(supervisor, supervisor.stop(10))
+
+
+def test_no_zombie_when_many_children_exit_together(impl, tmp_path, programs):
+    supervisor = start(impl, tmp_path, programs, ["--max-restarts", "0"], [SLEEP] * 50)
+    children = supervisor.wait_running(SLEEP, count=50, timeout=20)
+    # Stopped, the supervisor cannot take delivery: the 50 SIGCHLDs merge into one pending signal.
+    supervisor.send(signal.SIGSTOP)
+    try:
+        for child in children:
+            child.kill()
+        wait_until(lambda: len(supervisor.zombies()) == 50, 10, "the killed children did not all die")
+    finally:
+        supervisor.send(signal.SIGCONT)
+    supervisor.wait_for(lambda: not supervisor.children(), 10,
+                        f"{len(supervisor.zombies())} of 50 children exited together and stayed zombies")
+    assert_clean_exit(supervisor, supervisor.stop(10))
+
+
+def test_grace_period_then_sigkill(impl, tmp_path, programs):
+    grace = 1.5
+    supervisor = start(impl, tmp_path, programs, ["--grace", str(grace)], [STUBBORN, SLEEP])
+    supervisor.wait_running(["sleep", "60"], count=2)
+    stubborn, obedient = supervisor.running()  # both run sleep 60 now
+    started = time.monotonic()
+    supervisor.send(signal.SIGTERM)
+    status = supervisor.finish(grace + 10)
+    elapsed = time.monotonic() - started
+    assert elapsed >= grace - 0.1, f"the supervisor gave up after {elapsed:.2f} s, before the {grace} s grace period"
+    assert elapsed < grace + 6, f"a child that ignores SIGTERM must be killed after {grace} s, not {elapsed:.1f} s"
+    assert_clean_exit(supervisor, status)
+
+
+def test_status_file_on_sigusr1(impl, tmp_path, programs):
+    status_file = tmp_path / "status.json"
+    commands = [SLEEP, ["sleep", "61"]]
+    supervisor = start(impl, tmp_path, programs, ["--status-file", str(status_file)], commands)
+    pids = [supervisor.wait_running(command)[0].pid for command in commands]
+    report = supervisor.request_status(status_file)
+    lifetime = time.monotonic() - supervisor.started
+
+    assert isinstance(report.get("uptime"), (int, float)) and 0 <= report["uptime"] <= lifetime + 1, (
+        f"uptime should be the seconds since the supervisor started, got {report.get('uptime')!r}")
+    children = report.get("children")
+    assert isinstance(children, list) and len(children) == 2, f"'children' should list the 2 commands: {children!r}"
+    for entry, command, pid in zip(children, commands, pids):
+        expected = {"command": command, "pid": pid, "restarts": 0, "state": "running"}
+        assert {key: entry.get(key) for key in expected} == expected, f"status entry {entry}"
+    assert_clean_exit(supervisor, supervisor.stop(10))
+
+
+def test_idle_supervisor_uses_no_cpu(impl, tmp_path, programs):
+    supervisor = start(impl, tmp_path, programs, [], [SLEEP, ["sleep", "61"]])
+    supervisor.wait_running(SLEEP)
+    supervisor.wait_running(["sleep", "61"])
+    before = supervisor.ps.cpu_times()
+    window = 2.0
+    time.sleep(window)  # measuring: an idle supervisor should spend this time blocked
+    after = supervisor.ps.cpu_times()
+    used = (after.user - before.user) + (after.system - before.system)
+    assert supervisor.alive(), supervisor.describe_exit()
+    assert used < 0.2, f"an idle supervisor used {used:.2f} s of CPU in {window:g} s: it is busy-waiting"
+    assert_clean_exit(supervisor, supervisor.stop(10))
