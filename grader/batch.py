@@ -19,12 +19,16 @@ How a batch survives 1,000 students and an impatient instructor:
 * **Interruptible.** Ctrl-C (or SIGTERM) stops submitting, stops the running
   containers, waits for their threads and deletes the staging area: nothing
   half-written is left, and nothing finished is lost.
-* **Nothing is lost.** An archive that does not unpack, two entries for one
-  student or a grader crash each get a row with the reason; the exit status
-  is the number of students who could not be graded (130 when interrupted).
+* **Nothing is lost.** Every entry gets exactly one row. A submission that
+  crashes, hangs or does not unpack is graded (to 0) by the grader, which
+  says why; two entries for one student, an entry that is neither a folder
+  nor an archive, or a grader error get a row with the reason and no score.
+  The exit status is the number of students who could not be graded (130
+  when interrupted).
 * **Fair under load.** A test that timed out while other containers were
-  running is graded again with the machine to itself before it costs points;
-  the student's ``batch.json`` and the class summary say so.
+  running is rerun once with the machine to itself before it costs points;
+  the student's report (a note, and ``rerun_alone`` on the test) and the
+  class summary say so.
 
 Scheduling is the executor's business (``grader/executor.py``): this module
 only submits jobs and reads what completes.
@@ -86,15 +90,36 @@ class Backend:
     submission_hash: Callable[[Path], str]
     image_id: Callable[[], str]
     stop_all: Callable[[], None]
+    write_reports: Callable[[dict, Path], None]
 
 
 def docker_backend() -> Backend:
     """The Docker grader of ``grader/grade.py``."""
-    from grader import grade
+    from grader import grade, reports
 
     return Backend(grade=grade.grade_submission, tests_hash=grade.tests_hash,
                    submission_hash=grade.submission_hash, image_id=grade.runner_image_id,
-                   stop_all=getattr(grade, "stop_all_containers", lambda: None))
+                   stop_all=stop_own_containers, write_reports=reports.write_all)
+
+
+def stop_own_containers() -> None:
+    """Kill every grading container this process started (they carry its owner label).
+
+    The grading threads then see their container end and return; the sandbox
+    removes the containers. Containers of other graders on this engine are
+    left alone.
+    """
+    import socket
+
+    from grader import image, sandbox
+
+    owner = f"{socket.gethostname()}:{os.getpid()}"  # what sandbox.run() labels our containers with
+    client = image.docker_client()
+    for container in client.containers.list(filters={"label": f"{sandbox.OWNER_LABEL}={owner}"}):
+        try:
+            container.kill()
+        except Exception:  # already stopping: that is what we want
+            pass
 
 
 # -- finding the students ------------------------------------------------------------------------
@@ -174,15 +199,6 @@ def _single_folder(folder: Path, unless_holds_modules: bool = False) -> Path:
             return folder  # the export is one student's folder, not a folder of students
         return children[0]
     return folder
-
-
-def prepare(entry: Entry, work: Path) -> Path:
-    """The folder to grade: the entry itself, or its archive unpacked under ``work``."""
-    if entry.source.is_dir():
-        return _single_folder(entry.source)
-    dest = work / "unpacked" / entry.student_id
-    unpack(entry.source, dest, max_bytes=MAX_SUBMISSION_BYTES, max_files=MAX_SUBMISSION_FILES)
-    return _single_folder(dest)
 
 
 def _safe_member_path(dest: Path, name: str) -> Path | None:
@@ -300,10 +316,26 @@ def report_tests(report: dict) -> dict[str, dict]:
     return found
 
 
-def graded_row(entry: Entry, result, duration: float) -> dict:
+def graded_row(entry: Entry, report: dict, duration: float) -> dict:
     return {"student_id": entry.student_id, "entry": entry.name, "status": "graded",
-            "reason": result.reason or "", "score": float(result.score), "max": float(result.max_score),
-            "tests": report_tests(result.report or {}), "duration": round(duration, 2)}
+            "reason": report.get("reason") or "", "score": float(report["score"]), "max": float(report["max_score"]),
+            "tests": report_tests(report), "duration": round(duration, 2)}
+
+
+def merge_rerun(first: dict, rerun: dict) -> dict:
+    """``first``'s report with the tests rerun alone replaced by the rerun's outcome.
+
+    Each replaced test carries ``rerun_alone: true`` and a note says what
+    happened, so the student's report shows why a timeout did not count.
+    """
+    again = {test["name"]: test for test in rerun.get("tests", [])}
+    tests = [dict(again[t["name"]], rerun_alone=True, first_status=t["status"]) if t["name"] in again else t
+             for t in first.get("tests", [])]
+    note = ("Timed out while other submissions were being graded, so rerun once with the machine to itself "
+            "(the rerun counts): " + ", ".join(f"{name} ({again[name]['status']})" for name in again) + ".")
+    merged = dict(first, tests=tests, notes=[*first.get("notes", []), note])
+    merged["score"] = round(sum(t["points"] for t in tests), 2)
+    return merged
 
 
 def timed_out(row: dict) -> list[str]:
@@ -492,8 +524,13 @@ class _Batch:
             progress.close()
             self.log("interrupted: stopping the running containers...")
             pool.cancel()
-            if not pool.wait_idle(CANCEL_WAIT):
-                self.log(f"some grading jobs did not stop within {CANCEL_WAIT} s")
+            deadline = time.monotonic() + CANCEL_WAIT
+            # A job past its first kill may still be starting its container: kill again until all are done.
+            while not pool.wait_idle(1.0):
+                if time.monotonic() > deadline:
+                    self.log(f"some grading jobs did not stop within {CANCEL_WAIT} s")
+                    break
+                self.backend.stop_all()
         finally:
             progress.close()
             if executor is None:
@@ -518,11 +555,9 @@ class _Batch:
             self.rows[entry.student_id] = error_row(entry, entry.problem)
             return None
         try:
-            folder = prepare(entry, self.work)
-            digest = self.backend.submission_hash(folder)
-        except UnpackError as exc:
-            self.rows[entry.student_id] = error_row(entry, f"cannot unpack {entry.name}: {exc}")
-            return None
+            # The entry goes to the grader as delivered (folder or archive), exactly as
+            # `grader grade` would get it: unpacking a student's archive is its job.
+            digest = self.backend.submission_hash(entry.source)
         except Exception as exc:  # hashing a hostile folder; never stop the batch for one student
             self.rows[entry.student_id] = error_row(entry, f"cannot read {entry.name}: {type(exc).__name__}: {exc}")
             return None
@@ -532,7 +567,7 @@ class _Batch:
             self.rows[entry.student_id] = kept["row"]
             self.reused.append(entry.student_id)
             return None
-        return GradeJob(lab=self.lab, submission=folder, out_dir=self.work / "staging" / entry.student_id,
+        return GradeJob(lab=self.lab, submission=entry.source, out_dir=self.work / "staging" / entry.student_id,
                         student_id=entry.student_id, resources=Resources.of_lab(self.lab), image=self.image,
                         tag={"entry": entry, "key": key, "first": None})
 
@@ -546,16 +581,25 @@ class _Batch:
         elif done.result.status != "graded":
             row = error_row(entry, done.result.reason or "grader error", "grader_error")
         else:
-            row = graded_row(entry, done.result, done.duration)
-        if first is not None:  # this was the rerun alone
-            if row["status"] != "graded":
-                first["notes"] = [f"the rerun alone failed ({row['reason']}); the first run counts"]
-                row, job = first, tag["first_job"]
-            row["rerun_alone"] = tag["rerun"]
+            row = graded_row(entry, done.result.report, done.duration)
+        if first is not None:  # this was the rerun alone of the tests that timed out
+            first_job, first_result = tag["first_job"], tag["first_result"]
+            if row["status"] == "graded":
+                report = merge_rerun(first_result.report, done.result.report)
+            else:
+                report = dict(first_result.report, notes=[*first_result.report.get("notes", []),
+                              f"Rerunning the timed-out tests alone failed ({row['reason']}); the first run counts."])
+            self.backend.write_reports(report, first_job.out_dir)
+            duration = (done.finished_at - tag["first_started"])
+            row = dict(graded_row(entry, report, duration), rerun_alone=tag["rerun"])
+            job = first_job
         elif row["status"] == "graded" and done.concurrent and timed_out(row):
-            # Parallel load must never cost points: grade again with the machine to itself.
-            pool.submit(dataclasses.replace(job, alone=True, out_dir=job.out_dir.with_name(job.student_id + ".alone"),
-                                            tag=dict(tag, first=row, first_job=job, rerun=timed_out(row))))
+            # Parallel load must never cost points: rerun those tests with the machine to itself.
+            rerun = timed_out(row)
+            pool.submit(dataclasses.replace(
+                job, alone=True, only_tests=rerun, out_dir=job.out_dir.with_name(job.student_id + ".alone"),
+                tag=dict(tag, first=row, first_job=job, first_result=done.result, first_started=done.started_at,
+                         rerun=rerun)))
             return None
         if row["status"] == "graded":
             with interrupts.critical():
