@@ -41,6 +41,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -623,6 +624,105 @@ class _Batch:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+# -- a generated class, and make bench-grade ------------------------------------------------------------
+
+
+def submission_kinds(lab: labs.Lab, root: Path = labs.KIT_ROOT) -> dict[str, dict[str, Path]]:
+    """Every kind of submission the kit can make for ``lab``: {kind: {module file name: source}}.
+
+    The reference, the stub, each broken fixture of the lab (the reference with
+    its bug overlaid) and each hostile fixture of ``tests/fixtures/attacks``
+    (its code in place of the lab's first module, so it runs at import).
+    """
+    reference = {m: lab.reference_dir / m for m in lab.modules}
+    kinds = {"reference": reference, "stub": {m: lab.folder / m for m in lab.modules}}
+    fixtures = root / "tests" / "fixtures"
+    for spec in sorted(fixtures.glob(f"{lab.id}/*/fixture.yaml")):
+        kinds[f"bug:{spec.parent.name}"] = {**reference, **{p.name: p for p in spec.parent.glob("*.py")}}
+    for spec in sorted(fixtures.glob("attacks/*/fixture.yaml")):
+        attack = next(spec.parent.glob("*.py"), None)
+        if attack is not None:
+            kinds[f"attack:{spec.parent.name}"] = {**kinds["stub"], lab.modules[0]: attack}
+    return kinds
+
+
+def generate_class(lab: labs.Lab, dest: Path, size: int, *, kinds: dict | None = None) -> dict[str, str]:
+    """``size`` student entries under ``dest`` cycling through the kinds; every third is a .zip.
+
+    Returns {student id: kind}.
+    """
+    kinds = kinds or submission_kinds(lab)
+    names = sorted(kinds)
+    dest.mkdir(parents=True, exist_ok=True)
+    students = {}
+    for i in range(size):
+        student, kind = f"student{i:03d}", names[i % len(names)]
+        if i % 3 == 2:
+            with zipfile.ZipFile(dest / f"{student}.zip", "w") as zf:
+                for name, source in kinds[kind].items():
+                    zf.write(source, name)
+        else:
+            (dest / student).mkdir()
+            for name, source in kinds[kind].items():
+                shutil.copy(source, dest / student / name)
+        students[student] = kind
+    return students
+
+
+def bench(lab: labs.Lab, size: int, work: Path, stream=sys.stdout) -> dict:
+    """Throughput, container overhead and parallel efficiency of batch grading, measured in one run.
+
+    The same generated class is graded three ways: its tests run directly on
+    the host (pytest, no container, one at a time); batch with one job; batch
+    with as many jobs as the cores allow. Overhead = (one-job batch - host)
+    per submission; efficiency = throughput(N) / (N * throughput(1)).
+    """
+    from grader import selfcheck
+
+    subs = work / "class"
+    kinds = {k: v for k, v in submission_kinds(lab).items() if not k.startswith("attack:")}  # host-safe only
+    students = generate_class(lab, subs, size, kinds=kinds)
+    host_started = time.monotonic()
+    for student in students:
+        entry = subs / student if (subs / student).is_dir() else subs / f"{student}.zip"
+        folder = entry
+        if entry.is_file():
+            folder = work / "host" / student
+            unpack(entry, folder, max_bytes=MAX_SUBMISSION_BYTES, max_files=MAX_SUBMISSION_FILES)
+        selfcheck.run_lab_tests(lab, folder, work / "host" / f"{student}.json")
+    host = time.monotonic() - host_started
+
+    pool = LocalPool(docker_backend().grade)
+    n_jobs = pool.slots_for(Resources.of_lab(lab))
+    timings, scores = {}, {}
+    for jobs in (1, n_jobs):
+        started = time.monotonic()
+        outcome = run_batch(lab, subs, work / f"out-{jobs}", jobs=jobs, force=True, stream=io.StringIO())
+        timings[jobs] = time.monotonic() - started
+        scores[jobs] = {row["student_id"]: row.get("score") for row in outcome.rows}
+    result = {
+        "lab": lab.id, "submissions": size, "jobs": n_jobs,
+        "host_seconds": round(host, 1), "one_job_seconds": round(timings[1], 1),
+        "n_jobs_seconds": round(timings[n_jobs], 1),
+        "submissions_per_minute": round(size / timings[n_jobs] * 60, 1),
+        "container_overhead_seconds": round((timings[1] - host) / size, 2),
+        "parallel_efficiency": round(timings[1] / (n_jobs * timings[n_jobs]), 2),
+        "same_scores": scores[1] == scores[n_jobs],
+    }
+    print(f"{lab.id}: {size} submissions ({', '.join(sorted(set(students.values())))})", file=stream)
+    print(f"  host, no container, 1 at a time: {result['host_seconds']} s", file=stream)
+    print(f"  batch --jobs 1:                  {result['one_job_seconds']} s", file=stream)
+    print(f"  batch --jobs {n_jobs}:                  {result['n_jobs_seconds']} s", file=stream)
+    print(f"  throughput:          {result['submissions_per_minute']} submissions/min with {n_jobs} jobs", file=stream)
+    print(f"  container overhead:  {result['container_overhead_seconds']} s per submission", file=stream)
+    print(f"  parallel efficiency: {result['parallel_efficiency']} (throughput with {n_jobs} jobs over "
+          f"{n_jobs} x throughput with 1)", file=stream)
+    if not result["same_scores"]:
+        diff = {k: (scores[1][k], scores[n_jobs][k]) for k in scores[1] if scores[1][k] != scores[n_jobs].get(k)}
+        print(f"  WARNING: scores differ between 1 and {n_jobs} jobs: {diff}", file=stream)
+    return result
+
+
 # -- command line -------------------------------------------------------------------------------------------
 
 
@@ -662,3 +762,17 @@ def main(args) -> int:
               f"{len(outcome.reused)} kept), {counts['full']} full marks, {outcome.not_graded} not graded; "
               f"see {args.out / 'summary.html'}")
     return outcome.exit_code
+
+
+if __name__ == "__main__":  # python -m grader.batch bench --lab lab2 [--size 12]  (make bench-grade)
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m grader.batch")
+    parser.add_argument("what", choices=["bench"])
+    parser.add_argument("--lab", default="lab2")
+    parser.add_argument("--size", type=int, default=12, help="submissions in the generated class")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ipclab-bench-grade-") as tmp:
+        result = bench(labs.find_lab(options.lab), options.size, Path(tmp))
+    sys.exit(0 if result["same_scores"] else 1)
