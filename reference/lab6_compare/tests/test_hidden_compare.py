@@ -3,6 +3,7 @@ and does the report hold numbers that were really measured?"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -204,39 +205,57 @@ def _agrees(reported: float, fresh: float, factor: float, slack: float) -> bool:
     return reported > 0 and fresh > 0 and 1 / factor <= reported / fresh <= factor
 
 
-def _build_report_in_child(impl, out: Path) -> str:
-    """Call build_report in a separate program: its workers, crashes and open
-    plotting files stay out of the test process."""
-    program = ("import sys, compare\n"
-               "print('RETURNED=' + str(compare.build_report(sys.argv[1])), flush=True)\n")
-    run = subprocess.run([sys.executable, "-c", program, str(out)], env=impl.env(), cwd=impl.dir,
+# build_report runs in a separate program: its workers, crashes and open
+# plotting files stay out of the test process. The fresh measurements are
+# taken by programs of the same kind, so that both sides start workers from a
+# process of the same size (forking a big process costs more).
+_REPORT_PROGRAM = """
+import json, sys, compare
+print("RETURNED=" + str(compare.build_report(sys.argv[1])), flush=True)
+"""
+_MEASURE_PROGRAM = """
+import json, sys, compare
+values = {f"{name} {kind}": float(getattr(compare, name)(kind))
+          for name, kind in (item.split() for item in sys.argv[1:])}
+print("VALUES=" + json.dumps(values), flush=True)
+"""
+
+
+def _run_program(impl, program: str, *args: str) -> str:
+    run = subprocess.run([sys.executable, "-c", program, *args], env=impl.env(), cwd=impl.dir,
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150)
     tail = (run.stderr.strip().splitlines() or [""])[-1][:200]
-    assert run.returncode == 0, f"build_report failed (exit status {run.returncode}): {tail}"
-    found = re.findall(r"^RETURNED=(.*)$", run.stdout, re.MULTILINE)
-    assert found, "build_report returned nothing"
+    assert run.returncode == 0, f"the program calling compare failed (exit status {run.returncode}): {tail}"
+    return run.stdout
+
+
+def _returned(stdout: str, tag: str) -> str:
+    found = re.findall(rf"^{tag}=(.*)$", stdout, re.MULTILINE)
+    assert found, f"no {tag} line in the program's output"
     return found[-1]
 
 
-def test_report_matches_fresh_measurements(compare, impl, tmp_path):
-    returned = _build_report_in_child(impl, tmp_path / "out")
+def test_report_matches_fresh_measurements(impl, tmp_path):
+    returned = _returned(_run_program(impl, _REPORT_PROGRAM, str(tmp_path / "out")), "RETURNED")
     report = Path(returned)
     if not report.is_absolute():
         report = impl.dir / report
     assert report.name == "report.md" and report.is_file(), \
         f"build_report must return the path of the report.md it wrote, not {returned!r}"
     assert (report.parent / "comparison.png").is_file(), "build_report wrote no comparison.png next to report.md"
-    numbers = report_numbers(report.read_text(encoding="utf-8"))
-    disagreements = []
-    for name, by_kind in numbers.items():
-        factor, slack = TOLERANCE[name]
-        for kind, reported in by_kind.items():
-            fresh = []
-            for _ in range(FRESH_ATTEMPTS):   # measure again only if the first fresh value disagrees
-                fresh.append(float(getattr(compare, name)(kind)))
-                if _agrees(reported, fresh[-1], factor, slack):
-                    break
-            else:
-                disagreements.append(f"{name}({kind!r}): report says {reported:.3g}, "
-                                     f"measured now {', '.join(f'{v:.3g}' for v in fresh)}")
+    reported = {f"{name} {kind}": value
+                for name, by_kind in report_numbers(report.read_text(encoding="utf-8")).items()
+                for kind, value in by_kind.items()}
+    fresh = {item: [] for item in reported}
+    pending = list(reported)
+    for _ in range(FRESH_ATTEMPTS):   # measure again only what disagrees
+        values = json.loads(_returned(_run_program(impl, _MEASURE_PROGRAM, *pending), "VALUES"))
+        for item in pending:
+            fresh[item].append(values[item])
+        pending = [item for item in pending
+                   if not _agrees(reported[item], fresh[item][-1], *TOLERANCE[item.split()[0]])]
+        if not pending:
+            break
+    disagreements = [f"{item}: report says {reported[item]:.3g}, measured now "
+                     f"{', '.join(f'{v:.3g}' for v in fresh[item])}" for item in pending]
     assert not disagreements, "report.md does not hold what was measured: " + "; ".join(disagreements)
