@@ -246,6 +246,10 @@ def _grade_in(ctx: reports.Context, tmp: Path, image: str | None, cpuset: str | 
     if ctx.only_tests:
         expected = [e for e in expected if labs.test_key(e) in ctx.only_tests]
     ctx.expected = expected
+    declared = [key for key in lab.tests if not ctx.only_tests or key in ctx.only_tests]
+    uncollected = sorted(set(declared) - {labs.test_key(e) for e in expected})
+    if uncollected:
+        raise GraderError(f"{lab.id}'s yaml declares tests its test files do not have: {', '.join(uncollected[:5])}")
     ctx.timings["collect_seconds"] = round(time.monotonic() - t0, 3)
     timeouts = [lab.timeout_for(labs.test_key(e)) for e in expected]
     limits = sandbox.limits_for(lab.resources, timeouts)

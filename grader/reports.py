@@ -280,7 +280,11 @@ def _write_atomically(path: Path, text: str) -> None:
 def write_all(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
-    _write_atomically(out_dir / "report.html", render_html(report))
+    try:
+        html = render_html(report)
+    except Exception as exc:  # the JSON report must survive a template bug
+        html = f"<!DOCTYPE html><title>report</title><p>report.html could not be rendered ({type(exc).__name__}); see report.json</p>"
+    _write_atomically(out_dir / "report.html", html)
     if report["status"] == "graded":
         _write_atomically(out_dir / "results.json", json.dumps(gradescope(report), indent=2, ensure_ascii=False))
         _write_atomically(out_dir / "junit.xml", junit_xml(report))

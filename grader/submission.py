@@ -156,7 +156,7 @@ def _unzip(source: Path, dest: Path, notes: list[str]) -> None:
             # Names flagged as UTF-8 are decoded; others arrive as cp437: keep their bytes.
             raw = member.filename if member.flag_bits & 0x800 else member.filename.encode("cp437")
             rel = _safe_name(raw, notes)
-            mode = member.external_attr >> 16
+            mode = stat.S_IFMT(member.external_attr >> 16)  # 0 when the zip tool stored no type
             if mode and stat.S_ISLNK(mode):
                 raise Rejected(f"the archive holds a symbolic link ({member.filename}); it was not unpacked")
             if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
