@@ -151,15 +151,16 @@ print(json.dumps({"outcome": outcome, "cpu": time.process_time() - cpu, "wall": 
 
 
 def test_blocked_receive_does_not_burn_cpu(impl, queue_name, plant_queue):
-    window = 2.0
+    window = 2.5
     plant_queue(queue_name)
     proc = run_program(impl, BLOCKED_RECEIVE, queue_name, str(window))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["outcome"] == "empty", "receive on an empty queue returned something"
     assert result["wall"] >= window - 0.05, f"receive(timeout={window}) returned after {result['wall']:.2f} s"
-    # A process asleep in mq_timedreceive uses next to no CPU; a polling loop
-    # uses most of the window, even on a busy machine.
-    assert result["cpu"] < 0.2 * window, (
+    # A process asleep in mq_timedreceive uses a few milliseconds of CPU at
+    # most; a polling loop uses most of the window on an idle machine, and
+    # still well over this bound on a loaded one.
+    assert result["cpu"] < 0.15, (
         f"receive used {result['cpu']:.2f} s of CPU while waiting {result['wall']:.2f} s: it polls")
 
 
