@@ -109,7 +109,7 @@ def _read_run(ctx: Context) -> tuple[dict, dict, str]:
         elif kind == "out":
             output.append(str(line.get("data", "")))
         elif kind == "broken":
-            events["result_channel"] = f"broken after {last_test or 'the start'}: {line.get('why')}"
+            events["result_channel"] = f"broken {_after(last_test)}: {line.get('why')}"
         elif kind == "tamper":
             events["result_channel"] = (f"tampered with during {normalize(line.get('nodeid') or '') or 'the run'}: "
                                         f"changed {', '.join(line.get('what', [])[:5])}")
@@ -144,6 +144,10 @@ def _read_run(ctx: Context) -> tuple[dict, dict, str]:
     return results, events, why_missing
 
 
+def _after(last_test: str | None) -> str:
+    return f"after {last_test}" if last_test else "before any test reported"
+
+
 def _why_missing(ctx: Context, events: dict, kinds: set, end: dict, last_test: str | None) -> str:
     if events["wall_clock_killed"]:
         return (f"the whole run passed the wall-clock limit of {ctx.limits.get('wall_clock', 0):g} s and the "
@@ -155,7 +159,7 @@ def _why_missing(ctx: Context, events: dict, kinds: set, end: dict, last_test: s
     if end and "done" not in kinds:
         status = end.get("exit")
         how = f"was killed by signal {-status}" if isinstance(status, int) and status < 0 else f"exited with status {status}"
-        return (f"the test process {how} after {last_test or 'the start'} before reporting this test "
+        return (f"the test process {how} {_after(last_test)}, before reporting this test "
                 f"(did the submission call os._exit, sys.exit or kill its test runner?)")
     return "no result was reported for this test"
 

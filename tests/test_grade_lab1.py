@@ -1,0 +1,68 @@
+"""Acceptance on lab 1: the reference scores 100 and the stub 0 in the container,
+and every broken fixture of lab 1 gets the same per-test verdict in the
+container as in a local run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from graderkit import my_containers, require_engine
+from test_fixtures import assemble, lab_fixtures
+
+from grader import grade, labs, selfcheck
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return require_engine()
+
+
+@pytest.fixture(scope="module")
+def lab1():
+    try:
+        return labs.find_lab("lab1")
+    except labs.LabError:
+        pytest.fail("lab 1 is missing from labs/")
+
+
+def test_reference_scores_100_in_all_four_reports(lab1, engine, tmp_path):
+    import junitparser
+
+    result = grade.grade_submission(lab1, lab1.reference_dir, tmp_path)
+    assert (result.status, result.score, result.max_score) == ("graded", 100, 100), result.reason + json.dumps(
+        [r for r in result.report["tests"] if r["status"] != "passed"])[:3000]
+    assert json.loads((tmp_path / "results.json").read_text())["score"] == 100
+    xml = junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml"))
+    assert all(case.is_passed for suite in xml for case in suite)
+    assert "100 / 100" in (tmp_path / "report.html").read_text()
+    assert my_containers(engine) == []
+
+
+def test_stub_scores_0(lab1, engine, tmp_path):
+    result = grade.grade_submission(lab1, lab1.folder, tmp_path)
+    assert (result.status, result.score) == ("graded", 0), result.reason
+
+
+def _local_verdicts(lab, impl: Path, tmp: Path) -> dict[str, bool]:
+    results = tmp / "local.json"
+    selfcheck.run_lab_tests(lab, impl, results)
+    rows = json.loads(results.read_text())["score"]["rows"]
+    return {row["key"]: row["passed"] == row["cases"] and row["ran"] for row in rows}
+
+
+@pytest.mark.parametrize("fixture", [f for f in lab_fixtures() if f.parent.name == "lab1"], ids=lambda p: p.name)
+def test_fixture_verdicts_match_a_local_run(fixture, engine, tmp_path):
+    impl = tmp_path / "impl"
+    impl.mkdir()
+    lab, _ = assemble(fixture, impl)
+    local = _local_verdicts(lab, impl, tmp_path)
+    result = grade.grade_submission(lab, impl, tmp_path / "out")
+    assert result.status == "graded", result.reason
+    container = {row["name"]: row["status"] == "passed" for row in result.report["tests"]}
+    differ = {key: (local[key], container[key]) for key in local if local[key] != container.get(key)}
+    assert not differ, f"(local, container) verdicts differ: {differ}"
