@@ -55,7 +55,7 @@ def run_batch_command(subs: Path, out: Path) -> subprocess.CompletedProcess:
     regrades exactly those students.
     """
     for attempt in range(2):
-        proc = run_batch_command(subs, out)
+        proc = subprocess.run(batch_command(subs, out), cwd=KIT, capture_output=True, text=True, timeout=1800)
         if proc.returncode == 0 or attempt == 1:
             return proc
         statuses = {row["status"] for row in gradebook(out).values()}
