@@ -22,7 +22,9 @@ def run_program(impl, code: str, *args: str) -> subprocess.CompletedProcess:
     """Run ``python -c code args...`` against the implementation; fail clearly if it fails."""
     proc = subprocess.run([sys.executable, "-c", code, *args], env=impl.env(), text=True,
                           capture_output=True, timeout=PROGRAM_TIMEOUT, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, f"program failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+    # The last line of a traceback says what went wrong; the score table shows one line.
+    last = (proc.stderr.strip().splitlines() or [""])[-1]
+    assert proc.returncode == 0, f"program failed (exit {proc.returncode}): {last}\n{proc.stderr[-2000:]}"
     return proc
 
 

@@ -44,7 +44,8 @@ def finish(proc: subprocess.Popen) -> str:
         proc.kill()
         proc.communicate()
         pytest.fail(f"the program was still blocked after {WAIT} s")
-    assert proc.returncode == 0, f"program failed (exit {proc.returncode}): {err.strip()[-500:]}"
+    last = (err.strip().splitlines() or [""])[-1]
+    assert proc.returncode == 0, f"program failed (exit {proc.returncode}): {last}\n{err[-2000:]}"
     return out
 
 
