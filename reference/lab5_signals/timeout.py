@@ -43,7 +43,7 @@ _DURATION = re.compile(r"\s*((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([smhd]?)\s
 USAGE = "usage: timeout.py [-s SIGNAL] [-k DURATION] [--preserve-status] DURATION COMMAND [ARG...]"
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """The command line cannot be understood: exit 125."""
 
 

@@ -157,7 +157,10 @@ class Program:
         """Wait for the recorder under this program to say "ready <pid>"; its pid."""
         line = self.read_line(timeout)
         if line is None or not line.startswith("ready "):
-            self.proc.poll()
+            try:
+                self.proc.wait(2)  # at end of file it is exiting: let describe_exit say how
+            except subprocess.TimeoutExpired:
+                pass
             pytest.fail(f"the command under {self.name} never started: {self.describe_exit()}", pytrace=False)
         return int(line.split()[1])
 
