@@ -143,8 +143,11 @@ def wait_until_server_has_read(client: socket.socket, timeout: float = 2.0) -> N
     sending the next. A server that does not read in time is not waited for
     any longer; its replies are checked all the same.
     """
-    ours = _proc_net_address(client.getsockname())
-    theirs = _proc_net_address(client.getpeername())
+    try:
+        ours = _proc_net_address(client.getsockname())
+        theirs = _proc_net_address(client.getpeername())
+    except OSError:
+        return      # already closed by the server: the caller will find out
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _unread_bytes(local=theirs, remote=ours) == 0:
@@ -285,6 +288,8 @@ def udp_sender():
         sock.close()
 
 
-def wait_for_snapshot(collector, expected: dict, timeout: float = 5.0) -> dict:
+def expect_snapshot(collector, expected: dict, timeout: float = 5.0) -> None:
     """Poll ``snapshot()`` until it equals ``expected`` (UDP gives no delivery receipt)."""
-    return wait_for(lambda: (snap := collector.snapshot()) == expected and snap, timeout) or collector.snapshot()
+    if wait_for(lambda: collector.snapshot() == expected, timeout):
+        return
+    raise AssertionError(f"snapshot() is {collector.snapshot()!r} after {timeout:g} s; expected {expected!r}")

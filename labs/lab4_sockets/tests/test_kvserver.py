@@ -98,7 +98,11 @@ def test_commands_split_at_every_byte(server, clients):
         encode("ECHO", ""),
     ])
     for i in range(len(stream)):
-        c.send(stream[i:i + 1])
+        try:
+            c.send(stream[i:i + 1])
+        except OSError:
+            raise AssertionError(f"the server closed the connection after {i} of {len(stream)} bytes, "
+                                 "in the middle of a command") from None
         wait_until_server_has_read(c.sock)   # the server gets every prefix on its own
     assert [c.reply() for _ in range(4)] == ["OK", b"a value\r\nwith a CRLF", 1, b""]
 

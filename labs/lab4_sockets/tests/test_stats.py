@@ -6,7 +6,7 @@ long as the receiver's buffer does not overflow, so the tests send in small
 batches and wait for each batch to be counted.
 """
 
-from lab4_helpers import wait_for_snapshot
+from lab4_helpers import expect_snapshot
 
 
 def snapshot(counters=None, gauges=None, bad_lines=0) -> dict:
@@ -20,24 +20,24 @@ def test_counters_add_up_and_gauges_keep_the_last_value(collector, udp_sender):
     udp_sender.sendto(b"load:0.5|c", collector.address)
     udp_sender.sendto(b"temp:20|g", collector.address)
     expected = snapshot({"hits": 15, "load": 0.5}, {"temp": 20})
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
     # Wait for each gauge before sending the next: "last" must mean last sent.
     udp_sender.sendto(b"temp:-3.5|g", collector.address)
     udp_sender.sendto(b"hits:-2|c", collector.address)
     expected = snapshot({"hits": 13, "load": 0.5}, {"temp": -3.5})
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
     udp_sender.sendto(b"temp:7|g", collector.address)
     expected = snapshot({"hits": 13, "load": 0.5}, {"temp": 7})
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
 
 
 def test_several_metrics_per_datagram(collector, udp_sender):
     udp_sender.sendto(b"a:1|c\nb:2|c\nq:10|g\na:3|c", collector.address)
     expected = snapshot({"a": 4, "b": 2}, {"q": 10})
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
     udp_sender.sendto(b"a:1|c\nq:11|g\nq:12|g\n", collector.address)      # a trailing newline is fine
     expected = snapshot({"a": 5, "b": 2}, {"q": 12})
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
 
 
 def test_malformed_lines_are_counted_and_ignored(collector, udp_sender):
@@ -46,7 +46,7 @@ def test_malformed_lines_are_counted_and_ignored(collector, udp_sender):
     udp_sender.sendto(b"just garbage", collector.address)
     udp_sender.sendto(b"ok:4|c\ng:1|g", collector.address)
     expected = snapshot({"ok": 7}, {"g": 1}, bad_lines=len(bad) + 1)
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
 
 
 def test_each_datagram_is_one_message(collector, udp_sender):
@@ -58,7 +58,7 @@ def test_each_datagram_is_one_message(collector, udp_sender):
             udp_sender.sendto(b"level%d:%d|g" % (i, batch), collector.address)
             gauges[f"level{i}"] = batch
         expected = snapshot({"events": 25 * (batch + 1)}, gauges)
-        assert wait_for_snapshot(collector, expected) == expected
+        expect_snapshot(collector, expected)
 
 
 def test_large_datagram_is_read_whole(collector, udp_sender):
@@ -67,4 +67,4 @@ def test_large_datagram_is_read_whole(collector, udp_sender):
     assert len(datagram) > 60000
     udp_sender.sendto(datagram, collector.address)
     expected = snapshot({"bulk": 7000}, {"last": 1})
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)

@@ -2,17 +2,17 @@
 
 import socket
 
-from lab4_helpers import wait_for_snapshot
+from lab4_helpers import expect_snapshot
 
 
 def test_empty_datagram_does_not_stop_the_collector(collector, udp_sender):
     udp_sender.sendto(b"before:1|c", collector.address)
     expected = {"counters": {"before": 1}, "gauges": {}, "bad_lines": 0}
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
     udp_sender.sendto(b"", collector.address)       # legal in UDP; it is not "end of stream"
     udp_sender.sendto(b"after:1|c", collector.address)
     expected = {"counters": {"before": 1, "after": 1}, "gauges": {}, "bad_lines": 0}
-    assert wait_for_snapshot(collector, expected) == expected
+    expect_snapshot(collector, expected)
 
 
 def test_many_senders_and_snapshots(collector):
@@ -27,7 +27,7 @@ def test_many_senders_and_snapshots(collector):
             middle["counters"]["total"] = -1               # a copy: must not touch the collector
             expected = {"counters": {"total": 40 * batch, **{f"sender{i}": 20 * batch for i in range(4)}},
                         "gauges": {}, "bad_lines": 0}
-            assert wait_for_snapshot(collector, expected) == expected
+            expect_snapshot(collector, expected)
     finally:
         for sender in senders:
             sender.close()
