@@ -31,6 +31,7 @@ import re
 import signal
 import stat
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -137,6 +138,10 @@ def _open_fds() -> dict[int, str]:
     return fds
 
 
+# multiprocessing's shared arena for Value/Array/Lock: open for the life of the process, by design.
+_RUNTIME_FILES = ("/dev/shm/pym-",)
+
+
 def _runtime_helper_fds() -> set[int]:
     """Pipes to Python's resource tracker or forkserver: opened once, kept on purpose."""
     fds = set()
@@ -154,23 +159,59 @@ def _runtime_helper_fds() -> set[int]:
     return fds
 
 
-def _mapped_anywhere(paths: set[str]) -> set[str]:
-    """Which of these /dev/shm paths some live process still maps or holds open.
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
-    On a shared machine another program's live segments appear in /dev/shm
-    too; a leak is what nobody uses any more.
+
+def _held_anywhere(paths: set[str]) -> set[str]:
+    """Which of these /dev/shm files some live process still maps or holds open.
+
+    Compared by inode, because glibc maps a named semaphore under a temporary
+    name before linking it to its real one. On a shared machine another
+    program's live segments appear in /dev/shm too; a leak is what nobody holds.
     """
-    used = set()
+    by_inode = {ino: path for path in paths if (ino := _inode(path)) is not None}
+    held = set()
     for pid in psutil.pids():
         try:
             with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
-                text = maps.read()
-        except OSError:
+                for line in maps:
+                    fields = line.split(maxsplit=5)
+                    if len(fields) == 6 and "/dev/shm/" in fields[5] and int(fields[4]) in by_inode:
+                        held.add(by_inode[int(fields[4])])
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                ino = _inode(f"/proc/{pid}/fd/{fd}")
+                if ino in by_inode:
+                    held.add(by_inode[ino])
+        except (OSError, ValueError):
             continue
-        used.update(p for p in paths if p in text)
-        if used == paths:
+        if len(held) == len(by_inode):
             break
-    return used
+    return held
+
+
+# Other kit test runs on the same machine register here, so that one run never
+# blames (or removes) what another run's tests created in /dev/shm or /dev/mqueue.
+SESSIONS_DIR = Path(tempfile.gettempdir()) / "ipclab-sessions"
+
+
+def register_session() -> None:
+    SESSIONS_DIR.mkdir(exist_ok=True)
+    (SESSIONS_DIR / str(os.getpid())).touch()
+
+
+def unregister_session() -> None:
+    _remove(SESSIONS_DIR / str(os.getpid()))
+
+
+def other_sessions_running() -> bool:
+    for entry in _listdir(SESSIONS_DIR):
+        if entry.isdigit() and int(entry) != os.getpid() and psutil.pid_exists(int(entry)):
+            return True
+    return False
 
 
 def _special_files(folder: Path | None) -> dict[str, str]:
@@ -205,8 +246,9 @@ class LeakCheck:
 
     def findings(self, tmp_folder: Path | None = None) -> list[Finding]:
         found = self._processes()
-        found += self._shm()
-        found += self._mqueues()
+        if not other_sessions_running():  # otherwise new names may be another run's
+            found += self._shm()
+            found += self._mqueues()
         found += self._special_files(tmp_folder or self.tmp_folder)
         found += self._fds()
         return found
@@ -232,7 +274,7 @@ class LeakCheck:
         new = {f"/dev/shm/{name}" for name in _listdir(SHM_DIR) - self.shm}
         if not new:
             return []
-        leaked = new - _mapped_anywhere(new)
+        leaked = new - _held_anywhere(new)
         found = []
         for path in sorted(leaked):
             if Path(path).name.startswith("sem."):
@@ -265,7 +307,7 @@ class LeakCheck:
         found = []
         for fd, target in sorted(_open_fds().items()):
             # 0-2 are pytest's output capture, swapped for every test
-            if fd <= 2 or fd in ours or self.fds.get(fd) == target:
+            if fd <= 2 or fd in ours or self.fds.get(fd) == target or target.startswith(_RUNTIME_FILES):
                 continue
             found.append(Finding("fd", f"file descriptor {fd} ({target}) still open in the test process",
                                  "close every file, pipe end and socket you open"))

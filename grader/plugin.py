@@ -273,6 +273,7 @@ def pytest_configure(config):
     session = LabSession(config, lab)
     config.stash[_SESSION_KEY] = session
     _become_subreaper()
+    diagnostics.register_session()
     _prepare_children_environment(session)
 
 
@@ -305,6 +306,7 @@ def pytest_unconfigure(config):
     session = _session(config)
     if session is not None and os.getpid() == session.main_pid:
         shutil.rmtree(session.diag_dir, ignore_errors=True)
+        diagnostics.unregister_session()
 
 
 @pytest.fixture
