@@ -507,7 +507,10 @@ class _Batch:
 
     def run(self, submissions, jobs, executor, interrupts, policy, manifest) -> BatchOutcome:
         entries = discover(submissions, self.work)
-        tests_hash, image_id = self.backend.tests_hash(self.lab), self.backend.image_id()
+        try:
+            tests_hash, image_id = self.backend.tests_hash(self.lab), self.backend.image_id()
+        except Exception as exc:  # no engine, no image: nothing can be graded, say so once
+            raise RuntimeError(f"cannot grade: {exc}") from exc
         todo = [job for entry in entries if (job := self._plan(entry, tests_hash, image_id))]
         pool = executor or LocalPool(self.backend.grade, max_jobs=jobs, on_cancel=self.backend.stop_all)
         progress = Progress(total=len(entries), reused=len(entries) - len(todo), stream=self.stream)

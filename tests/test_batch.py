@@ -546,3 +546,44 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes_the_job(tmp_path):
     straight = tmp_path / "straight"
     batch.run_batch(lab, subs, straight, backend=FakeGrader(tmp_path / "calls2.log").backend(), stream=io.StringIO())
     assert (out / "gradebook.csv").read_text() == (straight / "gradebook.csv").read_text()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    lab, subs, out = demo_lab(tmp_path), tmp_path / "subs", tmp_path / "out"
+    make_class(subs, 5)
+    make_student(subs, "kitfault", grader_error="image missing")
+    stream = _Terminal()
+    batch.run_batch(lab, subs, out, backend=FakeGrader(tmp_path / "log").backend(), stream=stream)
+    text = stream.getvalue()
+    assert "6/6" in text and "errors=1" in text and "full=1" in text and "partial=4" in text
+    assert "sub/s" in text or "s/sub" in text, "tqdm shows the rate"
+
+
+def test_no_image_is_one_clear_error_not_a_class_of_zeros(tmp_path, capsys):
+    lab, subs, out = demo_lab(tmp_path), tmp_path / "subs", tmp_path / "out"
+    make_class(subs, 2)
+    backend = FakeGrader(tmp_path / "log").backend()
+
+    def no_image():
+        raise OSError("runner image ipclab-runner:0.1.0 is not built: run `make image`")
+    backend.image_id = no_image
+    with pytest.raises(RuntimeError, match="make image"):
+        batch.run_batch(lab, subs, out, backend=backend, stream=io.StringIO())
+    assert not (out / "gradebook.csv").exists() and not (out / ".work").exists()
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    from grader.__main__ import main
+    assert main(["batch", "--lab", "lab2", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    policy = tmp_path / "late.yaml"
+    policy.write_text("penalty: 10\n")
+    (tmp_path / "subs").mkdir()
+    assert main(["batch", "--lab", "lab2", str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
+                 "--policy", str(policy)]) == 2
+    assert "deadline" in capsys.readouterr().err
