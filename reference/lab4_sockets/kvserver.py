@@ -25,6 +25,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import threading
 
@@ -288,19 +289,20 @@ class KVServer:
         self._store: dict[bytes, bytes] = {}
         self._selector: selectors.BaseSelector | None = None
         self._listeners: list[socket.socket] = []
+        self._bound_to: tuple[str, int] | None = None
         self._thread: threading.Thread | None = None
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         """The ``(host, port)`` the TCP listener is bound to (after ``start()``)."""
-        host, port = self._listeners[0].getsockname()[:2]
-        return host, port
+        return self._bound_to
 
     def start(self) -> None:
         """Bind and listen on every address, then serve in a background thread."""
         self._selector = selectors.DefaultSelector()
         self._listeners.append(self._listen_tcp())
+        self._bound_to = self._listeners[0].getsockname()[:2]
         if self._unix_path is not None:
             self._listeners.append(self._listen_unix())
         for listener in self._listeners:
@@ -342,7 +344,8 @@ class KVServer:
     def _listen_unix(self) -> socket.socket:
         # bind() fails with "Address already in use" if the path exists, even
         # when nobody listens there any more: remove a stale socket file first.
-        if os.path.exists(self._unix_path):
+        # (Only a socket: a regular file at that path is a mistake to report.)
+        if os.path.exists(self._unix_path) and stat.S_ISSOCK(os.stat(self._unix_path).st_mode):
             os.unlink(self._unix_path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(self._unix_path)
