@@ -672,13 +672,14 @@ def generate_class(lab: labs.Lab, dest: Path, size: int, *, kinds: dict | None =
     return students
 
 
-def bench(lab: labs.Lab, size: int, work: Path, stream=sys.stdout) -> dict:
+def bench(lab: labs.Lab, size: int, work: Path, rounds: int = 2, stream=sys.stdout) -> dict:
     """Throughput, container overhead and parallel efficiency of batch grading, measured in one run.
 
     The same generated class is graded three ways: its tests run directly on
     the host (pytest, no container, one at a time); batch with one job; batch
-    with as many jobs as the cores allow. Overhead = (one-job batch - host)
-    per submission; efficiency = throughput(N) / (N * throughput(1)).
+    with as many jobs as the cores allow (the two batch settings alternate for
+    ``rounds`` rounds; the best round of each counts). Overhead = (one-job
+    batch - host) per submission; efficiency = throughput(N) / (N * throughput(1)).
     """
     from grader import selfcheck
 
@@ -697,12 +698,15 @@ def bench(lab: labs.Lab, size: int, work: Path, stream=sys.stdout) -> dict:
 
     pool = LocalPool(docker_backend().grade)
     n_jobs = pool.slots_for(Resources.of_lab(lab))
-    timings, scores = {}, {}
-    for jobs in (1, n_jobs):
-        started = time.monotonic()
-        outcome = run_batch(lab, subs, work / f"out-{jobs}", jobs=jobs, force=True, stream=io.StringIO())
-        timings[jobs] = time.monotonic() - started
-        scores[jobs] = {row["student_id"]: row.get("score") for row in outcome.rows}
+    timings, scores = {1: [], n_jobs: []}, {}
+    # Alternate the two settings and keep each one's best round: the machine is shared and noisy.
+    for _ in range(rounds):
+        for jobs in (1, n_jobs):
+            started = time.monotonic()
+            outcome = run_batch(lab, subs, work / f"out-{jobs}", jobs=jobs, force=True, stream=io.StringIO())
+            timings[jobs].append(time.monotonic() - started)
+            scores[jobs] = {row["student_id"]: row.get("score") for row in outcome.rows}
+    timings = {jobs: min(rounds_seconds) for jobs, rounds_seconds in timings.items()}
     result = {
         "lab": lab.id, "submissions": size, "jobs": n_jobs,
         "host_seconds": round(host, 1), "one_job_seconds": round(timings[1], 1),
@@ -714,8 +718,8 @@ def bench(lab: labs.Lab, size: int, work: Path, stream=sys.stdout) -> dict:
     }
     print(f"{lab.id}: {size} submissions ({', '.join(sorted(set(students.values())))})", file=stream)
     print(f"  host, no container, 1 at a time: {result['host_seconds']} s", file=stream)
-    print(f"  batch --jobs 1:                  {result['one_job_seconds']} s", file=stream)
-    print(f"  batch --jobs {n_jobs}:                  {result['n_jobs_seconds']} s", file=stream)
+    print(f"  batch --jobs 1:                  {result['one_job_seconds']} s (best of {rounds})", file=stream)
+    print(f"  batch --jobs {n_jobs}:                  {result['n_jobs_seconds']} s (best of {rounds})", file=stream)
     print(f"  throughput:          {result['submissions_per_minute']} submissions/min with {n_jobs} jobs", file=stream)
     print(f"  container overhead:  {result['container_overhead_seconds']} s per submission", file=stream)
     print(f"  parallel efficiency: {result['parallel_efficiency']} (throughput with {n_jobs} jobs over "
@@ -775,7 +779,8 @@ if __name__ == "__main__":  # python -m grader.batch bench --lab lab2 [--size 12
     parser.add_argument("what", choices=["bench"])
     parser.add_argument("--lab", default="lab2")
     parser.add_argument("--size", type=int, default=12, help="submissions in the generated class")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of --jobs 1 and --jobs N")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ipclab-bench-grade-") as tmp:
-        result = bench(labs.find_lab(options.lab), options.size, Path(tmp))
+        result = bench(labs.find_lab(options.lab), options.size, Path(tmp), rounds=options.rounds)
     sys.exit(0 if result["same_scores"] else 1)
