@@ -254,6 +254,9 @@ def _unzip(archive: Path, dest: Path, budget: list[int], max_files: int) -> None
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as source:
                 _copy_limited(source, target, budget)
+            # Keep the archive's time: a late policy may be told to use file times.
+            stamp = time.mktime((*info.date_time, 0, 0, -1))
+            os.utime(target, (stamp, stamp))
 
 
 def _untar(archive: Path, dest: Path, budget: list[int], max_files: int) -> None:
@@ -271,6 +274,7 @@ def _untar(archive: Path, dest: Path, budget: list[int], max_files: int) -> None
             elif member.isfile():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _copy_limited(tf.extractfile(member), target, budget)
+                os.utime(target, (member.mtime, member.mtime))
             else:
                 raise UnpackError(f"member {member.name!r} is a link or a device, not a file")
 
