@@ -300,6 +300,14 @@ class Ledger:
                                    json.dumps({"key": key, "row": row}, indent=1, ensure_ascii=False))
 
 
+def entry_time(path: Path) -> dt.datetime:
+    """When an entry was last changed: an archive's time, or a folder's newest file's."""
+    stamps = [path.stat().st_mtime]
+    if path.is_dir():
+        stamps = [p.stat().st_mtime for p in path.rglob("*") if p.is_file() and not p.is_symlink()] or stamps
+    return dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc)
+
+
 # -- rows -------------------------------------------------------------------------------------------------
 
 
@@ -549,8 +557,7 @@ class _Batch:
             self.log(f"interrupted: {len(self.graded)} graded by this run are saved; "
                      "run the same command again to grade the rest")
             return outcome
-        file_times = {e.student_id: dt.datetime.fromtimestamp(e.source.stat().st_mtime, dt.timezone.utc)
-                      for e in entries if e.source.exists() and not e.problem}
+        file_times = {e.student_id: entry_time(e.source) for e in entries if e.source.exists() and not e.problem}
         gradebook.apply_late_policy(rows, policy, manifest, file_times)
         outcome.summary = gradebook.write_all(self.out, self.lab, rows, meta={
             "tests_hash": tests_hash, "image_id": image_id,

@@ -587,3 +587,19 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert main(["batch", "--lab", "lab2", str(tmp_path / "subs"), "--out", str(tmp_path / "out"),
                  "--policy", str(policy)]) == 2
     assert "deadline" in capsys.readouterr().err
+
+
+def test_late_policy_from_the_manifest_reaches_the_gradebook(tmp_path):
+    lab, subs, out = demo_lab(tmp_path), tmp_path / "subs", tmp_path / "out"
+    make_student(subs, "ontime", KEYS)
+    make_student(subs, "late", KEYS)
+    make_student(subs, "nomanifest", KEYS)
+    policy = gradebook.LatePolicy.from_dict({"deadline": "2026-03-01T23:59:00+00:00",
+                                             "penalty": {"percent": 10, "per": "day"}})
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("student_id,submitted_at\nontime,2026-03-01T20:00:00+00:00\nlate,2026-03-03T08:00:00+00:00\n")
+    run(lab, subs, out, FakeGrader(tmp_path / "log"), policy=policy, manifest=gradebook.load_manifest(manifest))
+    rows = {r["student_id"]: r for r in read_gradebook(out)}
+    assert (rows["ontime"]["late_penalty"], rows["ontime"]["final_score"]) == ("0", "100")
+    assert (rows["late"]["late_penalty"], rows["late"]["final_score"]) == ("20", "80")
+    assert rows["nomanifest"]["final_score"] == "100", "file times are not used unless the policy asks"
