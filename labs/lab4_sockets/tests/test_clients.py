@@ -4,6 +4,7 @@ Real clients are the proof that the server speaks RESP: they were written
 against Redis, not against this lab.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -105,8 +106,9 @@ def start_program(impl, unix_path: str) -> tuple[subprocess.Popen, int]:
     """
     for _ in range(3):
         port = free_port()
-        proc = subprocess.Popen([sys.executable, str(impl.path("kvserver.py")), "--port", str(port), "--unix", unix_path],
-                                env=impl.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with sigint_not_ignored():
+            proc = subprocess.Popen([sys.executable, str(impl.path("kvserver.py")), "--port", str(port), "--unix", unix_path],
+                                    env=impl.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if wait_for(lambda: proc.poll() is not None or _accepts(unix_path), timeout=15) and proc.poll() is None:
             return proc, port
         proc.kill()
@@ -115,6 +117,24 @@ def start_program(impl, unix_path: str) -> tuple[subprocess.Popen, int]:
             break
     last_words = (err.decode(errors="replace").strip().splitlines() or ["(nothing on stderr)"])[-1]
     raise AssertionError(f"kvserver.py did not start serving on {unix_path}: {last_words}")
+
+
+@contextlib.contextmanager
+def sigint_not_ignored():
+    """Start children with SIGINT at its default, whoever started the tests.
+
+    An ignored signal stays ignored across exec, and shells start background
+    jobs with SIGINT ignored; Python then installs no KeyboardInterrupt
+    handler in the child, and a correct program would not stop on SIGINT.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _accepts(path: str) -> bool:
