@@ -16,6 +16,7 @@ COMMANDS = {
     "image": ("grader.image", "build the Docker runner image (ipclab-runner:<kit version>) or print its id"),
     "grade": ("grader.grade", "grade one submission in a locked-down container and write its reports"),
     "batch": ("grader.batch", "grade a whole class in parallel (resumable) and write its gradebook and summary"),
+    "worker": ("grader.cluster", "join a Dask cluster as a grading worker (checks Docker and the runner image first)"),
 }
 
 
