@@ -19,8 +19,8 @@ import redis
 from lab4_helpers import RespClient, wait_for
 
 
-# redis-py speaks RESP3 by default (it opens with HELLO 3); this lab's server
-# speaks RESP2. On connect redis-py also sends CLIENT SETINFO and ignores an
+# redis-py 8 speaks RESP3 by default (it opens with HELLO 3); this lab's
+# server speaks RESP2. On connect redis-py also sends CLIENT SETINFO and ignores an
 # "unknown command" error in reply, so the server needs nothing more.
 def redis_py(**where) -> redis.Redis:
     return redis.Redis(protocol=2, socket_timeout=10, socket_connect_timeout=10, **where)
