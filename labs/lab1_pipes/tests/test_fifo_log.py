@@ -161,7 +161,7 @@ def test_idle_server_uses_no_cpu(impl, tmp_path, start_server):
     before = sum(process.cpu_times()[:2])
     time.sleep(IDLE_WINDOW)  # the measuring window
     used = sum(process.cpu_times()[:2]) - before
-    assert used < 0.2 * IDLE_WINDOW, \
+    assert used < 0.1, \
         f"the idle server used {used:.2f} s of CPU in {IDLE_WINDOW} s: busy loop on end-of-file?"
     fd = open_writer(path)  # and it still serves a new writer
     os.write(fd, b"d\n")

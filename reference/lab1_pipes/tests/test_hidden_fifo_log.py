@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import subprocess
@@ -11,7 +12,7 @@ import time
 from lab1_helpers import WAIT, open_writer, wait_all
 
 ATOMIC_WRITERS = 8
-ATOMIC_RECORDS = 150
+ATOMIC_RECORDS = 250
 # Each writer repeats its own letter: a record made of two writers' pieces shows.
 ATOMIC_WRITER = r"""
 import sys
@@ -28,6 +29,15 @@ def test_records_are_atomic_under_contention(impl, tmp_path, start_server):
     path = tmp_path / "log.fifo"
     size = select.PIPE_BUF - 16
     server = start_server([[ATOMIC_WRITERS * ATOMIC_RECORDS, WAIT]], path=path)
+    # Shrink the FIFO's buffer to one page: writers then queue for room at
+    # every record, and a record written in pieces gets other records between
+    # its pieces nearly every time. A single write of <= PIPE_BUF bytes still
+    # goes in whole.
+    fd = open_writer(path)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, select.PIPE_BUF)
+    finally:
+        os.close(fd)
     letters = "abcdefghijklmnop"[:ATOMIC_WRITERS]
     writers = [subprocess.Popen([sys.executable, "-c", ATOMIC_WRITER, str(path), letter, str(ATOMIC_RECORDS), str(size)],
                                 env=impl.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
