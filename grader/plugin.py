@@ -273,6 +273,7 @@ def pytest_configure(config):
     session = LabSession(config, lab)
     config.stash[_SESSION_KEY] = session
     _become_subreaper()
+    _restore_ignored_signals()
     diagnostics.register_session()
     _prepare_children_environment(session)
 
@@ -284,6 +285,18 @@ def _become_subreaper():
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _restore_ignored_signals():
+    """Signals ignored when we started stay ignored in every program we exec.
+
+    A shell without job control starts background jobs with SIGINT and SIGQUIT
+    ignored; a student's program that must stop on SIGINT would then be blamed.
+    """
+    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            handler = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, handler)
 
 
 def _prepare_children_environment(session: LabSession):
