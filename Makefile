@@ -7,7 +7,7 @@ LABS   := $(sort $(patsubst labs/%/lab.yaml,%,$(wildcard labs/lab*/lab.yaml)))
 # Lab runs: quiet dots, no tracebacks (the score table says why), no short summary.
 LABFLAGS := -q --tb=no -rN -p no:cacheprovider
 
-.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom clean
+.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,14 @@ test-kit: setup
 	$(PYTEST) -q tests
 
 test: test-kit test-reference test-stubs
+
+# make batch LAB=lab3 SUBS=path/to/export [OUT=reports/lab3] [JOBS=2] [FORCE=1]
+batch: setup
+	$(PY) -m grader batch --lab $(LAB) $(SUBS) --out $(or $(OUT),reports/$(LAB)) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force)
+
+# Batch throughput, container overhead and parallel efficiency on a generated class.
+bench-grade: setup
+	$(PY) -m grader.batch bench --lab $(or $(LAB),lab2) --size $(or $(SIZE),12)
 
 # Course distribution (see grader/distribute.py).
 student-bundle: setup
