@@ -205,7 +205,7 @@ def test_io_bound_speedup(compare, kind):
     require_two_cpus()
     values = _best(lambda: compare.io_bound_speedup(kind, workers=16), lambda v: v >= 4, attempts=2)
     assert max(values) >= 4, \
-        f"16 {kind}s gave IO-bound speedups {[round(v, 2) for v in values]}, expected at least 4 ({load_note()})"
+        f"16 {kind} workers gave IO-bound speedups {[round(v, 2) for v in values]}, expected at least 4 ({load_note()})"
 
 
 # -- creation cost --------------------------------------------------------------------

@@ -39,7 +39,11 @@ class ChildWatcher:
         while not self._stop.is_set():
             try:
                 for child in me.children(recursive=True):
-                    if not any(h in " ".join(child.cmdline()) for h in _HELPERS):
+                    # Python's own helpers (resource tracker, fork server) are not
+                    # workers; the fork server's children, which are, share its
+                    # command line but not its parent.
+                    helper = any(h in " ".join(child.cmdline()) for h in _HELPERS)
+                    if not (helper and child.ppid() == me.pid):
                         self.seen.add(child.pid)
             except psutil.Error:
                 pass
@@ -189,14 +193,17 @@ def report_numbers(text: str) -> dict:
 
 # How far a number in the report may be from a fresh measurement of the same
 # thing: (factor, absolute slack). Timings on a shared machine wobble, so the
-# margins are generous, but a number that was never measured is rarely within them.
+# margins are generous, but a number that was never measured is rarely within
+# them. Creation cost gets the widest: starting a thread is mostly waiting to
+# be scheduled, which on a loaded machine takes ten times longer than on an idle one.
 TOLERANCE = {
     "cpu_bound_speedup": (1.5, 0.0),
     "io_bound_speedup": (2.0, 0.0),
-    "creation_cost": (3.0, 0.0),
+    "creation_cost": (5.0, 0.0),
     "worker_memory": (3.0, 128 * 1024),
 }
-FRESH_ATTEMPTS = 2
+FRESH_ATTEMPTS = 3
+REPORT_ATTEMPTS = 2
 
 
 def _agrees(reported: float, fresh: float, factor: float, slack: float) -> bool:
@@ -235,8 +242,9 @@ def _returned(stdout: str, tag: str) -> str:
     return found[-1]
 
 
-def test_report_matches_fresh_measurements(impl, tmp_path):
-    returned = _returned(_run_program(impl, _REPORT_PROGRAM, str(tmp_path / "out")), "RETURNED")
+def _build_and_compare(impl, out: Path) -> list[str]:
+    """Build a report, measure afresh, and list the numbers that disagree."""
+    returned = _returned(_run_program(impl, _REPORT_PROGRAM, str(out)), "RETURNED")
     report = Path(returned)
     if not report.is_absolute():
         report = impl.dir / report
@@ -256,6 +264,16 @@ def test_report_matches_fresh_measurements(impl, tmp_path):
                    if not _agrees(reported[item], fresh[item][-1], *TOLERANCE[item.split()[0]])]
         if not pending:
             break
-    disagreements = [f"{item}: report says {reported[item]:.3g}, measured now "
-                     f"{', '.join(f'{v:.3g}' for v in fresh[item])}" for item in pending]
-    assert not disagreements, "report.md does not hold what was measured: " + "; ".join(disagreements)
+    return [f"{item}: report says {reported[item]:.3g}, measured now "
+            f"{', '.join(f'{v:.3g}' for v in fresh[item])}" for item in pending]
+
+
+def test_report_matches_fresh_measurements(impl, tmp_path):
+    # A burst of load can disturb the report's own measurement, and no fresh
+    # measurement repairs that; so a disagreement earns one more report. A
+    # number that was never measured disagrees both times.
+    for attempt in range(REPORT_ATTEMPTS):
+        disagreements = _build_and_compare(impl, tmp_path / f"out{attempt}")
+        if not disagreements:
+            return
+    pytest.fail("report.md does not hold what was measured: " + "; ".join(disagreements), pytrace=False)
