@@ -38,11 +38,14 @@ The pieces, and why each is where it is:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
+import json
 import os
 import pickle
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -557,3 +560,109 @@ def main(args) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+
+# -- make bench-grade: the cluster case -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def loopback_cluster(work: Path, workers: list[list[int]], wait: float = WORKER_WAIT):
+    """A scheduler and ``grader worker`` processes on 127.0.0.1, one per core list; killed on exit."""
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, argv: list[str]) -> None:
+        with open(work / f"{name}.log", "w") as log:
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True, cwd=work))
+
+    try:
+        info = work / "scheduler.json"
+        start("scheduler", [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                            "--port", "0", "--no-dashboard", "--scheduler-file", str(info)])
+        deadline = time.monotonic() + wait
+        while not (info.exists() and info.read_text().strip()):
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise ClusterError("the scheduler did not start: " + (work / "scheduler.log").read_text()[-1000:])
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        for i, cores in enumerate(workers):
+            start(f"worker{i}", [sys.executable, "-m", "grader", "worker", "--scheduler", address, "--host",
+                                 "127.0.0.1", "--name", f"worker{i}", "--cores", format_cpuset(cores)])
+        yield address
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def bench(lab, size: int, work: Path, stream=sys.stdout) -> dict:
+    """Throughput on a loopback cluster with one and two workers, against the local pool, in one run.
+
+    The same generated class is graded by the local pool with one job, by a
+    cluster of one 1-core worker (overhead per submission = the difference,
+    divided by the class size: packing, shipping, scheduling) and by two
+    1-core workers (throughput). Scores must agree.
+    """
+    from grader import batch
+
+    subs = work / "class"
+    kinds = {k: v for k, v in batch.submission_kinds(lab).items() if not k.startswith("attack:")}
+    batch.generate_class(lab, subs, size, kinds=kinds)
+    cores = sorted(os.sched_getaffinity(0))
+    timings, scores = {}, {}
+
+    def timed(name: str, **kw) -> None:
+        started = time.monotonic()
+        outcome = batch.run_batch(lab, subs, work / f"out-{name}", force=True, stream=io.StringIO(), **kw)
+        timings[name] = time.monotonic() - started
+        scores[name] = {row["student_id"]: (row["status"], row.get("score")) for row in outcome.rows}
+
+    timed("local-1", jobs=1)
+    for n_workers in (1, min(2, len(cores))):
+        folder = work / f"cluster-{n_workers}"
+        folder.mkdir()
+        with loopback_cluster(folder, [[c] for c in cores[:n_workers]]) as address:
+            executor = DaskExecutor(address)
+            try:
+                executor.client.wait_for_workers(n_workers, timeout=WORKER_WAIT)
+                timed(f"cluster-{n_workers}", executor=executor)
+            finally:
+                executor.close()
+    two = f"cluster-{min(2, len(cores))}"
+    result = {
+        "lab": lab.id, "submissions": size,
+        "local_one_job_seconds": round(timings["local-1"], 1),
+        "cluster_one_worker_seconds": round(timings["cluster-1"], 1),
+        "cluster_two_workers_seconds": round(timings[two], 1),
+        "one_worker_per_minute": round(size / timings["cluster-1"] * 60, 1),
+        "two_workers_per_minute": round(size / timings[two] * 60, 1),
+        "overhead_seconds_per_submission": round((timings["cluster-1"] - timings["local-1"]) / size, 2),
+        "same_scores": scores["local-1"] == scores["cluster-1"] == scores[two],
+    }
+    print(f"{lab.id}: {size} submissions, cluster on loopback (1-core workers)", file=stream)
+    print(f"  local pool, 1 job:   {result['local_one_job_seconds']} s", file=stream)
+    print(f"  cluster, 1 worker:   {result['cluster_one_worker_seconds']} s "
+          f"({result['one_worker_per_minute']} submissions/min)", file=stream)
+    print(f"  cluster, 2 workers:  {result['cluster_two_workers_seconds']} s "
+          f"({result['two_workers_per_minute']} submissions/min)", file=stream)
+    print(f"  cluster overhead:    {result['overhead_seconds_per_submission']} s per submission "
+          "(1 worker against the local pool with 1 job)", file=stream)
+    if not result["same_scores"]:
+        print(f"  WARNING: scores differ: {scores}", file=stream)
+    return result
+
+
+if __name__ == "__main__":  # python -m grader.cluster bench --lab lab2 [--size 12]  (make bench-grade)
+    import argparse
+
+    from grader import labs
+
+    parser = argparse.ArgumentParser(prog="python -m grader.cluster")
+    parser.add_argument("what", choices=["bench"])
+    parser.add_argument("--lab", default="lab2")
+    parser.add_argument("--size", type=int, default=12, help="submissions in the generated class")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ipclab-bench-cluster-") as tmp:
+        outcome = bench(labs.find_lab(options.lab), options.size, Path(tmp))
+    sys.exit(0 if outcome["same_scores"] else 1)

@@ -72,7 +72,7 @@ class LoopbackCluster:
     def _start(self, name: str, args: list[str], cores: set[int] | None = None) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(KIT), str(KIT / "tests")]), **{LOG_ENV: str(self.log)})
         out = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen([str(DASK), *args], cwd=self.tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args, cwd=self.tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
         out.close()
@@ -81,7 +81,7 @@ class LoopbackCluster:
 
     def start_scheduler(self) -> str:
         info = self.tmp / "scheduler.json"
-        self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        self._start("scheduler", [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                   "--scheduler-file", str(info)])
         deadline = time.monotonic() + START_WAIT
         while not info.exists() or not info.read_text().strip():
@@ -92,7 +92,7 @@ class LoopbackCluster:
         return self.address
 
     def start_worker(self, name: str, cores: set[int], memory: str = "4e9") -> None:
-        self._start(name, ["worker", self.address, "--host", "127.0.0.1", "--name", name, "--no-nanny",
+        self._start(name, [str(DASK), "worker", self.address, "--host", "127.0.0.1", "--name", name, "--no-nanny",
                            "--nthreads", str(len(cores)), "--resources", f"CPU={len(cores)},MEMORY={memory}",
                            "--memory-limit", "0", "--no-dashboard", "--death-timeout", "60"], cores)
 
@@ -101,6 +101,11 @@ class LoopbackCluster:
             client.wait_for_workers(n, timeout=START_WAIT)
         except TimeoutError:
             pytest.fail("workers did not join: " + " | ".join(self.output(n) for n in self.procs))
+
+    def start_grader_worker(self, name: str, cores: set[int]) -> None:
+        """``python -m grader worker``: the ipclab worker command (checks Docker and the image first)."""
+        self._start(name, [sys.executable, "-m", "grader", "worker", "--scheduler", self.address, "--host",
+                           "127.0.0.1", "--name", name, "--cores", ",".join(map(str, sorted(cores)))])
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]
