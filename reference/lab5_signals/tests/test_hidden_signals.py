@@ -56,7 +56,7 @@ def assert_clean_exit(supervisor: Supervised, status: int):
 
 def test_preserve_status_keeps_command_status(impl, tmp_path, programs):
     clone, coreutils = run_both(impl, tmp_path, programs,
-                                lambda record: ["--preserve-status", "2", *recorder(record, "exit3")], ready=True)
+                                lambda record: ["--preserve-status", "1.5", *recorder(record, "exit3")], ready=True)
     assert clone.signals == coreutils.signals == {"SIGTERM"}, f"the command saw {sorted(clone.signals) or 'no signal'}"
     assert clone.status == coreutils.status == 3, (
         f"the command exited 3 after the time-out: {clone.exit}; coreutils' timeout exits {coreutils.status}")
