@@ -118,9 +118,11 @@ class ServerProcess:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=impl.env())
         self._buffer = b""
         self.calls_left = len(calls)
+
+    def wait_ready(self):
         line = self.readline()
         if line != "ready":
-            pytest.fail(f"the server did not start: {line!r} {self.stderr()}", pytrace=False)
+            pytest.fail(f"the server did not start: {line} {self.error()}", pytrace=False)
 
     @property
     def pid(self) -> int:
@@ -144,13 +146,17 @@ class ServerProcess:
         line = self.readline(timeout)
         self.calls_left -= 1
         if not line.startswith("["):
-            pytest.fail(f"serve() did not return within {timeout} s: {line} {self.stderr()}", pytrace=False)
+            pytest.fail(f"serve() did not return within {timeout} s: {line} {self.error()}", pytrace=False)
         return [record.removesuffix("\n") for record in json.loads(line)]
 
-    def stderr(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        return self.proc.stderr.read().decode(errors="replace")[-500:]
+    def error(self) -> str:
+        """The last line the server printed on stderr, once it has exited."""
+        try:
+            self.proc.wait(1)
+        except subprocess.TimeoutExpired:
+            return ""  # still running: it has nothing to say yet
+        lines = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
 
     def stop(self):
         """Let a server that is done close by itself; kill one that is not."""
@@ -174,7 +180,8 @@ def start_server(impl, tmp_path):
 
     def start(calls, path=None):
         server = ServerProcess(impl, path or tmp_path / "log.fifo", calls)
-        servers.append(server)
+        servers.append(server)  # before waiting: stopped after the test even if it never starts
+        server.wait_ready()
         return server
 
     yield start

@@ -80,8 +80,12 @@ def test_refuses_existing_non_fifo(fifo_log, tmp_path, kind):
     else:
         os.mkfifo(path, 0o600)
     if kind == "fifo":
-        with fifo_log.FifoLogServer(path):  # an existing FIFO is reused
-            assert is_fifo(path)
+        try:
+            with fifo_log.FifoLogServer(path):  # an existing FIFO is reused
+                assert is_fifo(path)
+        finally:
+            if is_fifo(path):
+                os.unlink(path)
         return
     with pytest.raises(FileExistsError):
         fifo_log.FifoLogServer(path)
