@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 from graderkit import require_engine
 from grader import batch, grade, labs, sandbox
+from grader.executor import LocalPool
 
 pytestmark = pytest.mark.docker
 
@@ -130,3 +132,37 @@ def test_a_class_graded_in_batch_interrupted_and_resumed(engine, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["students"] == CLASS_SIZE and summary["counts"]["errors"] == 0
     assert "data:image/png;base64," in (out / "summary.html").read_text()
+
+
+def test_tests_that_time_out_under_load_are_rerun_alone(engine, tmp_path):
+    """Two spinning submissions graded side by side: their timed-out tests are rerun alone, and say so."""
+    from graderkit import FIXTURES, make_demo_kit
+
+    lab = make_demo_kit(tmp_path / "kit")
+    subs = tmp_path / "class"
+    for student in ("spin1", "spin2"):
+        (subs / student).mkdir(parents=True)
+        shutil.copy(FIXTURES / "hostile" / "infinite_loop" / "demo.py", subs / student / "demo.py")
+    (subs / "ok").mkdir()
+    shutil.copy(lab.reference_dir / "demo.py", subs / "ok" / "demo.py")
+    single = grade.grade_submission(lab, subs / "spin1", tmp_path / "single")
+    timed_out = sorted(t["name"] for t in single.report["tests"] if t["status"] == "timeout")
+    assert timed_out, "the fixture should time out"
+
+    out = tmp_path / "out"
+    outcome = batch.run_batch(lab, subs, out, stream=io.StringIO(),
+                              executor=LocalPool(grade.grade_submission, cores=[0, 1]))
+    assert outcome.exit_code == 0
+    rows = gradebook(out)
+    assert float(rows["ok"]["score"]) == 100
+    for student in ("spin1", "spin2"):
+        assert float(rows[student]["score"]) == single.score
+        report = json.loads((out / student / "report.json").read_text())
+        rerun = sorted(t["name"] for t in report["tests"] if t.get("rerun_alone"))
+        assert rerun == timed_out
+        assert all(t["first_status"] == "timeout" for t in report["tests"] if t.get("rerun_alone"))
+        assert any("rerun once with the machine to itself" in note for note in report["notes"])
+        assert report["score"] == single.score and report["max_score"] == single.max_score
+        assert (out / student / "results.json").is_file() and (out / student / "junit.xml").is_file()
+        assert "rerun once" in (out / student / "report.html").read_text()
+    assert {r["student_id"] for r in outcome.summary["reruns"]} == {"spin1", "spin2"}
