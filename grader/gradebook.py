@@ -265,6 +265,9 @@ def summarize(lab: labs.Lab, rows: list[dict], *, meta: dict | None = None) -> d
                     for r in sorted(graded, key=lambda r: -(r.get("duration") or 0))[:SLOWEST]],
         "errors": [{"student_id": r["student_id"], "entry": r.get("entry"), "status": r["status"],
                     "reason": r.get("reason", "")} for r in rows if r["status"] != "graded"],
+        # Graded, but the grader had something to say: crashed, hung, did not unpack...
+        "problems": [{"student_id": r["student_id"], "score": r["score"], "reason": r["reason"]}
+                     for r in graded if r.get("reason")],
         "reruns": [{"student_id": r["student_id"], "tests": r["rerun_alone"]} for r in rows if r.get("rerun_alone")],
         "students": rows,
     }

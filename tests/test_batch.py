@@ -385,8 +385,10 @@ def test_every_student_gets_one_row_and_the_right_score(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"students": 15, "graded": 13, "full": 2, "partial": 11, "errors": 2, "late": 0}
     assert {e["student_id"] for e in summary["errors"]} == {"crasher", "kitfault"}
+    assert summary["problems"] == [{"student_id": "broken", "score": 0.0, "reason": "cannot unpack broken.zip"}]
     html = (out / "summary.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "segfault in the grader" in html
+    assert "cannot unpack broken.zip" in html
     assert not (out / ".work").exists()
 
 
