@@ -111,7 +111,7 @@ def _spawn(argv: list[str], stdin_fd: int, stdout_fd: int) -> int:
         _die(f"{argv[0]}: permission denied\n", EXIT_NOT_EXECUTABLE)
     except BaseException as exc:
         _die(f"{argv[0]}: {exc}\n", EXIT_NOT_EXECUTABLE)
-    _die("exec returned\n", EXIT_NOT_EXECUTABLE)
+    _die("exec returned\n", EXIT_NOT_EXECUTABLE)  # not reached: execvp replaces this process or raises
 
 
 def _die(message: str, status: int):

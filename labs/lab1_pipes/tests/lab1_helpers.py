@@ -211,7 +211,7 @@ def is_fifo(path) -> bool:
         return False
 
 
-def wait_all(procs, timeout: float = WAIT * 2):
+def wait_all(procs, timeout: float = 8.0):  # under the default 10 s test timeout
     """Wait for writer programs; fail if one hangs or fails."""
     deadline = time.monotonic() + timeout
     for proc in procs:
