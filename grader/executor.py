@@ -20,6 +20,15 @@ enough. The pool *reserves* what a job needs before starting it:
 A job that does not fit waits; jobs start in submission order, so a job that
 needs the whole machine (``alone=True``) starts as soon as everything before
 it has finished, and nothing starts beside it.
+
+Writing another executor (e.g. one on a Dask cluster): honour the job's
+``resources`` on whichever machine runs it (and pass a cpuset there), give
+an ``alone`` job a whole machine, report ``concurrent`` honestly (it decides
+whether a timeout is rerun), and never drop a job silently: an exception
+from the grade function goes into :attr:`Completed.error`. The batch writes
+every file on its own side, so the grade function's ``out_dir`` must be
+reachable from both (a shared file system), or the executor copies it back
+before yielding the job.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from grader import batch, gradebook, labs
-from grader.executor import GradeJob, LocalPool, Resources, format_cpuset, parse_memory
+from grader.executor import Executor, GradeJob, LocalPool, Resources, format_cpuset, parse_memory
 
 KEYS = ["test_demo.py::test_a", "test_demo.py::test_b", "test_demo.py::test_c", "test_hidden_demo.py::test_d"]
 POINTS = [25.0, 25.0, 30.0, 20.0]
@@ -605,3 +605,39 @@ def test_late_policy_from_the_manifest_reaches_the_gradebook(tmp_path):
     assert (rows["ontime"]["late_penalty"], rows["ontime"]["final_score"]) == ("0", "100")
     assert (rows["late"]["late_penalty"], rows["late"]["final_score"]) == ("20", "80")
     assert rows["nomanifest"]["final_score"] == "100", "file times are not used unless the policy asks"
+
+
+class SerialExecutor(Executor):
+    """The smallest executor there is: runs each job when asked for results. The batch needs nothing more."""
+
+    def __init__(self, grade):
+        self.grade, self.queue = grade, []
+
+    def submit(self, job):
+        self.queue.append(job)
+
+    def results(self):
+        from grader.executor import Completed
+        while self.queue:
+            job = self.queue.pop(0)
+            done = Completed(job=job, started_at=time.time())
+            done.result = self.grade(job.lab, job.submission, job.out_dir, image=job.image, cpuset=None,
+                                     only_tests=job.only_tests, student_id=job.student_id)
+            done.finished_at = time.time()
+            yield done
+
+    def cancel(self):
+        self.queue.clear()
+
+    def wait_idle(self, timeout):
+        return True
+
+
+def test_any_executor_can_replace_the_local_pool(tmp_path):
+    lab, subs = demo_lab(tmp_path), tmp_path / "subs"
+    make_class(subs, 6)
+    grader = FakeGrader(tmp_path / "log")
+    batch.run_batch(lab, subs, tmp_path / "serial", backend=grader.backend(), stream=io.StringIO(),
+                    executor=SerialExecutor(grader.grade))
+    batch.run_batch(lab, subs, tmp_path / "pool", backend=grader.backend(), stream=io.StringIO())
+    assert (tmp_path / "serial" / "gradebook.csv").read_text() == (tmp_path / "pool" / "gradebook.csv").read_text()
