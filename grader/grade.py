@@ -50,6 +50,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -291,8 +292,14 @@ def main(args) -> int:
     except labs.LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = grade_submission(lab, args.submission, args.out, image=args.image, cpuset=args.cpuset,
-                              only_tests=args.only, student_id=args.student)
+    # SIGTERM cleans up like Ctrl-C: the container is removed on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        result = grade_submission(lab, args.submission, args.out, image=args.image, cpuset=args.cpuset,
+                                  only_tests=args.only, student_id=args.student)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was graded, the container was removed", file=sys.stderr)
+        return 130
     if result.status == GRADED:
         print(f"{lab.id} {result.report['submission']['id']}: {result.score:g}/{result.max_score:g}"
               f"{'  (' + result.reason + ')' if result.reason else ''}  -> {result.out_dir}")
