@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impl", type=Path, default=Path(__file__).parent,
                         help="folder holding ringbuffer.py (default: this lab folder)")
-    parser.add_argument("--total-mib", type=int, default=256, help="MiB sent per transfer (default 256)")
+    parser.add_argument("--total-mib", type=int, default=512, help="MiB sent per transfer (default 512)")
     parser.add_argument("--rounds", type=int, default=5, help="transfers per transport and size; medians are compared")
     parser.add_argument("--slots", type=int, default=16, help="ring slots (default 16)")
     args = parser.parse_args(argv)

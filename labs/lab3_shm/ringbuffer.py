@@ -79,9 +79,11 @@ def parallel_histogram(data: bytes, n_procs: int) -> list[int]:
     ``n_procs`` worker processes each count their own slice of ONE shared
     copy of ``data``: put the data in a shared memory segment and let the
     workers attach it by name; never pass the data (or slices of it) to them
-    as arguments, which would pickle a private copy into every worker. The
-    workers leave their counts in shared memory, where the parent combines
-    them. Every segment is unlinked before returning. ``data`` may be empty
+    as arguments, which would pickle a private copy into every worker. A
+    worker reads its slice in place (through a memoryview of the segment, or
+    in small chunks), so that its own memory stays far below the size of
+    ``data``. The workers leave their counts in shared memory, where the
+    parent combines them. Every segment is unlinked before returning. ``data`` may be empty
     and ``n_procs`` may exceed ``len(data)``.
     """
     raise NotImplementedError("parallel_histogram")

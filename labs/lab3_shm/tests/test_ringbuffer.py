@@ -31,7 +31,6 @@ elif role == "get-one":        # say "ready", block in get(), print what came
 elif role == "echo":           # get one record, answer it, then wait to be told to exit
     data = ring.get(timeout=30)
     ring.put(b"echo:" + data, timeout=30)
-    ring.close()
     print("done", flush=True)
     sys.stdin.readline()
 ring.close()

@@ -2,16 +2,17 @@
 
 A missing or misplaced mutex lets two producers claim the same slot (one
 record lost, a stale one read twice) or two consumers read the same record.
-The race needs real contention, so the test runs several rounds of 4
-producers x 2,000 small checksummed records into 3 consumers on a small ring.
+The race needs real contention, so the test runs 8 rounds of 4
+producers x 2,000 small checksummed records into 3 consumers through a
+32-slot ring, with the producers released at the same moment.
 """
 
 import json
 
 import pytest
-from conftest import finish, remove_leftovers, unique_name
+from conftest import finish, read_line, remove_leftovers, unique_name
 
-ROUNDS = 4
+ROUNDS = 8
 PRODUCERS, CONSUMERS, PER_PRODUCER = 4, 3, 2000
 STOP = b"STOP"
 
@@ -25,6 +26,8 @@ role, name = sys.argv[1], sys.argv[2]
 ring = RingBuffer(name)
 if role == "produce":
     producer, count = int(sys.argv[3]), int(sys.argv[4])
+    print("ready", flush=True)
+    sys.stdin.readline()       # all producers start together: maximum contention
     for seq in range(count):
         head = struct.pack("<HI", producer, seq) + bytes([producer * 40 + seq % 37]) * (seq % 23)
         ring.put(head + struct.pack("<I", zlib.crc32(head)), timeout=20)
@@ -50,10 +53,15 @@ ring.close()
 
 def run_round(ringbuffer, programs, round_no: int):
     name = unique_name()
-    ring = ringbuffer.RingBuffer(name, create=True, slots=4, slot_size=64)
+    ring = ringbuffer.RingBuffer(name, create=True, slots=32, slot_size=64)
     try:
         consumers = [programs.start(PROGRAM, "consume", name) for _ in range(CONSUMERS)]
         producers = [programs.start(PROGRAM, "produce", name, p, PER_PRODUCER) for p in range(PRODUCERS)]
+        for p, producer in enumerate(producers):
+            assert read_line(producer, 20) == "ready", finish(producer, 5, f"producer {p}")
+        for producer in producers:
+            producer.stdin.write("go\n")
+            producer.stdin.flush()
         for p, producer in enumerate(producers):
             finish(producer, 30, f"producer {p} (round {round_no})")
         for _ in consumers:

@@ -177,8 +177,10 @@ role, name = sys.argv[1], sys.argv[2]
 ring = RingBuffer(name)
 if role == "produce":
     producer, count = int(sys.argv[3]), int(sys.argv[4])
+    print("ready", flush=True)
+    sys.stdin.readline()       # all producers start together
     for seq in range(count):
-        body = (b"%d:%d:" % (producer, seq)) * (100 + seq % 50)
+        body = (b"%d:%d:" % (producer, seq)) * (20 + seq % 100)
         ring.put(hashlib.sha1(body).digest() + body, timeout=20)
 else:
     got, bad = [], 0
@@ -200,14 +202,19 @@ ring.close()
 
 
 def test_large_records_under_contention(ringbuffer, names, start):
-    producers, consumers, per_producer = 3, 2, 600
+    producers, consumers, per_producer = 4, 3, 1000
     expected = sorted([p, s] for p in range(producers) for s in range(per_producer))
-    for round_no in range(1, 4):
+    for round_no in range(1, 7):
         name = names()
-        ring = ringbuffer.RingBuffer(name, create=True, slots=3, slot_size=2400)
+        ring = ringbuffer.RingBuffer(name, create=True, slots=32, slot_size=1200)
         try:
             readers = [start(CONTENTION, "consume", name) for _ in range(consumers)]
             writers = [start(CONTENTION, "produce", name, p, per_producer) for p in range(producers)]
+            for p, writer in enumerate(writers):
+                assert read_line(writer, 20) == "ready", finish(writer, 5, f"producer {p}")
+            for writer in writers:
+                writer.stdin.write("go\n")
+                writer.stdin.flush()
             for p, writer in enumerate(writers):
                 finish(writer, 30, f"producer {p}")
             for _ in readers:
