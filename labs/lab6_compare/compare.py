@@ -35,9 +35,11 @@ def cpu_bound_speedup(kind: str, workers: int = 2) -> float:
 def io_bound_speedup(kind: str, workers: int = 16) -> float:
     """Serial time over parallel time for ``workers`` units of waiting work.
 
-    One unit is a fixed wait (``time.sleep``, e.g. 0.05 s or more). Same
-    rules as :func:`cpu_bound_speedup`: serial in the caller, then one worker
-    per unit, medians of repeated runs. Returns serial / parallel.
+    One unit is a fixed wait (``time.sleep``): 0.1 s is enough with fork,
+    but starting 16 spawned processes costs about a second, so with
+    spawn wait 0.25 s or more. Same rules as :func:`cpu_bound_speedup`: serial
+    in the caller, then one worker per unit, medians of repeated runs.
+    Returns serial / parallel.
     """
     raise NotImplementedError("io_bound_speedup: time the waiting task serially and in parallel")
 

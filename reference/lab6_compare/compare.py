@@ -32,7 +32,7 @@ import psutil
 
 KINDS = ("thread", "process")
 CPU_TASK = 6_000_000   # loop iterations: about 0.15 s of pure Python here
-WAIT_SECONDS = 0.05    # how long each waiting task waits (think: a slow disk or server)
+WAIT_SECONDS = 0.1     # how long each waiting task waits (think: a slow disk or server)
 REPEATS = 3            # every timing is the median of this many runs
 
 
@@ -298,29 +298,32 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _facts(m: dict, kind: str) -> dict:
+    """One kind's measurements, written for people (with units)."""
+    return {
+        "uss": _bytes(m["worker_memory"][kind]),
+        "start": _seconds(m["creation_cost"][kind]),
+        "shared": _yes_no(m["shares_memory"][kind]),
+        "survived": _yes_no(m["crash_isolated"][kind]),
+        "speedups": f"CPU-bound {m['cpu_bound_speedup'][kind]:.2f}x, IO-bound {m['io_bound_speedup'][kind]:.2f}x",
+    }
+
+
 def table_rows(m: dict) -> list[tuple[str, str, str]]:
-    """The notes' table, one (aspect, threads, processes) row per aspect, with measurements."""
-    def cell(kind, text):
-        return text.format(**{name: values[kind] for name, values in m.items()},
-                           uss=_bytes(m["worker_memory"][kind]),
-                           start=_seconds(m["creation_cost"][kind]),
-                           shared=_yes_no(m["shares_memory"][kind]),
-                           isolated=_yes_no(m["crash_isolated"][kind]))
-    rows = [
-        ("Memory space", "one space shared by all; {uss} USS per worker",
-                         "one space per process; {uss} USS per worker"),
-        ("Communication", "plain objects (worker's change seen by parent: {shared})",
-                          "IPC: pipes, queues, shared memory (worker's change seen by parent: {shared})"),
-        ("Synchronisation", "needed for every shared object (shared: {shared})",
-                            "only around what is shared through IPC (shared: {shared})"),
-        ("Fault isolation", "a crash kills the whole program (parent survived: {isolated})",
-                            "a crash kills only that worker (parent survived: {isolated})"),
-        ("Creation cost", "{start} to start and join", "{start} to start and join"),
-        ("Use cases", "CPU-bound {cpu_bound_speedup:.2f}x, IO-bound {io_bound_speedup:.2f}x",
-                      "CPU-bound {cpu_bound_speedup:.2f}x, IO-bound {io_bound_speedup:.2f}x"),
+    """The notes' table as (aspect, threads, processes) rows, each with what was measured."""
+    t, p = _facts(m, "thread"), _facts(m, "process")
+    return [
+        ("Memory space", f"one space shared by all; {t['uss']} USS per thread",
+                         f"one space per process; {p['uss']} USS per process"),
+        ("Communication", f"plain objects (worker's change seen by parent: {t['shared']})",
+                          f"IPC: pipes, queues, shared memory (worker's change seen by parent: {p['shared']})"),
+        ("Synchronisation", f"needed around every shared object (memory shared: {t['shared']})",
+                            f"only around what is shared through IPC (memory shared: {p['shared']})"),
+        ("Fault isolation", f"a crash kills the whole program (parent survived: {t['survived']})",
+                            f"a crash kills only that worker (parent survived: {p['survived']})"),
+        ("Creation cost", f"{t['start']} to start and join", f"{p['start']} to start and join"),
+        ("Use cases", f"waiting (IO); {t['speedups']}", f"computing and isolation; {p['speedups']}"),
     ]
-    return [(aspect, cell("thread", threads), cell("process", processes))
-            for aspect, threads, processes in rows]
 
 
 def markdown_table(rows) -> str:
@@ -344,7 +347,10 @@ def _plot(m: dict, path: Path) -> None:
     ]
     fig, axes = plt.subplots(1, len(charts), figsize=(14, 3.5))
     for ax, (title, values, unit) in zip(axes, charts):
-        ax.bar(labels, values, color=["tab:blue", "tab:orange"])
+        bars = ax.bar(labels, values, color=["tab:blue", "tab:orange"])
+        ax.bar_label(bars, fmt="%.3g")
+        if "speedup" in title:
+            ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)   # 1.0 = no faster than serial
         ax.set_title(title)
         ax.set_ylabel(unit)
     fig.tight_layout()

@@ -89,16 +89,21 @@ def require_two_cpus():
 
 
 def load_note() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    """The machine's load, and what it means for a speedup verdict."""
+    load = os.getloadavg()
+    note = "load average " + ", ".join(f"{x:.2f}" for x in load)
+    if load[0] > usable_cpus()[0]:
+        note += "; the machine is busy with other programs, so measure again when it is quiet"
+    return note
 
 
 def _best(measure, better, attempts=ATTEMPTS) -> list[float]:
     """Measure up to ``attempts`` times, stopping at the first ``better`` value.
 
-    Other programs on the machine can only steal CPU from a measurement, which
-    makes a real speedup look worse (never a missing one look better), so a
-    verdict is drawn from the best attempt. A bug gives the same wrong number
-    every time and still fails.
+    Other programs on the machine disturb single measurements, mostly by
+    taking the CPUs a parallel run needed. A correct implementation shows its
+    speedup (or, for threads under the GIL, its lack of one) in at least one
+    of a few attempts; a wrong one gives a wrong number every time and fails.
     """
     values = []
     for _ in range(attempts):
