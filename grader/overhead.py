@@ -36,6 +36,8 @@ def measure(lab: labs.Lab, impl: Path, rounds: int) -> list[tuple[float, float, 
             t0 = time.perf_counter()
             result = grade.grade_submission(lab, impl, Path(tmp) / "out")
             container = time.perf_counter() - t0
+        if result.status != "graded":
+            print(f"grader error in a round: {result.reason}", file=sys.stderr)
         rows.append((host, container, host_score, result.score if result.status == "graded" else float("nan")))
     return rows
 

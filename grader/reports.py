@@ -231,6 +231,7 @@ def build(ctx: Context, finished_at: float) -> dict:
         stats.update({k: v for k, v in (end.get("stats") or {}).items() if v is not None})
         if end.get("stats"):
             stats["peak_processes"] = max(end["stats"].get("peak_processes", 0), ctx.run.host_stats.get("peak_processes", 0))
+    ctx.notes += _limit_notes(ctx, events, stats)
     ctx.timings.update(started_at=ctx.started_at, finished_at=finished_at,
                        total_seconds=round(finished_at - ctx.started_at, 3))
     return {
@@ -253,6 +254,22 @@ def build(ctx: Context, finished_at: float) -> dict:
         "timings": ctx.timings,
         "output": output,
     }
+
+
+def _limit_notes(ctx: Context, events: dict, stats: dict) -> list[str]:
+    """Sentences for the limits the submission ran into."""
+    notes = []
+    if events.get("output_truncated"):
+        notes.append(f"The tests' output was cut after {ctx.limits.get('output')}: "
+                     f"{events['output_dropped_bytes']:,} more bytes were dropped.")
+    pids = ctx.limits.get("pids")
+    if pids and stats.get("peak_processes", 0) >= pids:
+        notes.append(f"The submission reached the limit of {pids} processes (a fork bomb?); "
+                     f"further fork() calls failed.")
+    if events.get("leftover_processes"):
+        cmds = ", ".join(p.get("cmd", "?")[:60] for p in events["leftover_processes"][:3])
+        notes.append(f"Processes still running after the tests were killed: {cmds}.")
+    return notes
 
 
 def _safe_tests_hash(lab) -> str:
