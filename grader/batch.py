@@ -48,7 +48,6 @@ import re
 import shutil
 import signal
 import sys
-import tarfile
 import threading
 import time
 import zipfile
@@ -58,11 +57,8 @@ from typing import Any, Callable
 from grader import gradebook, labs
 from grader.executor import Completed, Executor, GradeJob, LocalPool, Resources
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
-# Limits on what one student's archive may unpack to (a zip bomb gets a row, not the disk).
-MAX_SUBMISSION_BYTES = 64 * 2**20
-MAX_SUBMISSION_FILES = 2000
-# The class export holds every student's archive.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")  # what grader.submission unpacks
+# Limits on what a class export may unpack to (a zip bomb is refused, it does not fill the disk).
 MAX_EXPORT_BYTES = 8 * 2**30
 MAX_EXPORT_FILES = 200_000
 CANCEL_WAIT = 120  # seconds to wait for running jobs to stop after Ctrl-C
@@ -171,7 +167,7 @@ def discover(submissions: Path, work: Path) -> list[Entry]:
             raise UnpackError(f"{submissions} is neither a folder nor a .zip of submissions")
         root = work / "export"
         unpack(submissions, root, max_bytes=MAX_EXPORT_BYTES, max_files=MAX_EXPORT_FILES)
-        root = _single_folder(root, unless_holds_modules=True)
+        root = _export_root(root)
     by_id: dict[str, list[Entry]] = {}
     for path in sorted(root.iterdir()):
         if path.name.startswith(".") or path.name in _IGNORED:
@@ -192,13 +188,15 @@ def discover(submissions: Path, work: Path) -> list[Entry]:
     return entries
 
 
-def _single_folder(folder: Path, unless_holds_modules: bool = False) -> Path:
-    """Step into a lone top-level folder (``alice.zip`` holding ``alice/...``)."""
+def _export_root(folder: Path) -> Path:
+    """Step into a lone top-level folder of an export (``lab3/alice/``, ``lab3/bob.zip``).
+
+    Not when that folder holds Python files: then it is one student's work.
+    """
     children = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name not in _IGNORED]
     if len(children) == 1 and children[0].is_dir() and not children[0].is_symlink():
-        if unless_holds_modules and any(children[0].glob("*.py")):
-            return folder  # the export is one student's folder, not a folder of students
-        return children[0]
+        if not any(children[0].glob("*.py")):
+            return children[0]
     return folder
 
 
@@ -222,17 +220,16 @@ def _copy_limited(source, target: Path, budget: list[int]) -> None:
 
 
 def unpack(archive: Path, dest: Path, *, max_bytes: int, max_files: int) -> None:
-    """Unpack regular files and folders only, refusing links, escapes and bombs."""
+    """Unpack a class export (.zip): regular files and folders only, refusing links, escapes and bombs.
+
+    Students' own archives inside it are left packed: the grader unpacks them.
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    budget = [max_bytes]
     try:
-        if archive.name.lower().endswith(".zip"):
-            _unzip(archive, dest, budget, max_files)
-        else:
-            _untar(archive, dest, budget, max_files)
+        _unzip(archive, dest, [max_bytes], max_files)
     except UnpackError:
         raise
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, ValueError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
         raise UnpackError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -257,26 +254,6 @@ def _unzip(archive: Path, dest: Path, budget: list[int], max_files: int) -> None
             # Keep the archive's time: a late policy may be told to use file times.
             stamp = time.mktime((*info.date_time, 0, 0, -1))
             os.utime(target, (stamp, stamp))
-
-
-def _untar(archive: Path, dest: Path, budget: list[int], max_files: int) -> None:
-    with tarfile.open(archive) as tf:
-        count = 0
-        for member in tf:
-            count += 1
-            if count > max_files:
-                raise UnpackError(f"holds more than {max_files} files")
-            target = _safe_member_path(dest, member.name)
-            if target is None:
-                continue
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif member.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _copy_limited(tf.extractfile(member), target, budget)
-                os.utime(target, (member.mtime, member.mtime))
-            else:
-                raise UnpackError(f"member {member.name!r} is a link or a device, not a file")
 
 
 # -- the ledger: what is already graded -------------------------------------------------------------
@@ -703,7 +680,7 @@ def bench(lab: labs.Lab, size: int, work: Path, rounds: int = 2, stream=sys.stdo
         folder = entry
         if entry.is_file():
             folder = work / "host" / student
-            unpack(entry, folder, max_bytes=MAX_SUBMISSION_BYTES, max_files=MAX_SUBMISSION_FILES)
+            unpack(entry, folder, max_bytes=MAX_EXPORT_BYTES, max_files=MAX_EXPORT_FILES)
         selfcheck.run_lab_tests(lab, folder, work / "host" / f"{student}.json")
     host = time.monotonic() - host_started
 
