@@ -610,14 +610,18 @@ def bench(lab, size: int, work: Path, stream=sys.stdout) -> dict:
     kinds = {k: v for k, v in batch.submission_kinds(lab).items() if not k.startswith("attack:")}
     batch.generate_class(lab, subs, size, kinds=kinds)
     cores = sorted(os.sched_getaffinity(0))
-    timings, scores = {}, {}
+    timings, scores, errors = {}, {}, []
 
     def timed(name: str, **kw) -> None:
         started = time.monotonic()
         outcome = batch.run_batch(lab, subs, work / f"out-{name}", force=True, stream=io.StringIO(), **kw)
         timings[name] = time.monotonic() - started
         scores[name] = {row["student_id"]: (row["status"], row.get("score")) for row in outcome.rows}
+        errors.extend(f"{name} {row['student_id']}: {row['reason']}" for row in outcome.rows if row["status"] != "graded")
 
+    from grader import grade
+
+    grade.expected_tests(lab)  # collect once (cached on disk): the first run timed must not pay for it
     timed("local-1", jobs=1)
     for n_workers in (1, min(2, len(cores))):
         folder = work / f"cluster-{n_workers}"
@@ -649,14 +653,18 @@ def bench(lab, size: int, work: Path, stream=sys.stdout) -> dict:
     print(f"  cluster overhead:    {result['overhead_seconds_per_submission']} s per submission "
           "(1 worker against the local pool with 1 job)", file=stream)
     if not result["same_scores"]:
-        print(f"  WARNING: scores differ: {scores}", file=stream)
+        differ = {sid: [scores[name][sid] for name in scores] for sid in scores["local-1"]
+                  if len({scores[name][sid] for name in scores}) > 1}
+        print(f"  WARNING: outcomes differ (local 1 job, 1 worker, 2 workers): {differ}", file=stream)
+    for error in errors:
+        print(f"  not graded: {error}", file=stream)
     return result
 
 
 if __name__ == "__main__":  # python -m grader.cluster bench --lab lab2 [--size 12]  (make bench-grade)
     import argparse
 
-    from grader import labs
+    from grader import cluster, labs  # the module by its name: workers must import, not unpickle, its functions
 
     parser = argparse.ArgumentParser(prog="python -m grader.cluster")
     parser.add_argument("what", choices=["bench"])
@@ -664,5 +672,5 @@ if __name__ == "__main__":  # python -m grader.cluster bench --lab lab2 [--size 
     parser.add_argument("--size", type=int, default=12, help="submissions in the generated class")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ipclab-bench-cluster-") as tmp:
-        outcome = bench(labs.find_lab(options.lab), options.size, Path(tmp))
+        outcome = cluster.bench(labs.find_lab(options.lab), options.size, Path(tmp))
     sys.exit(0 if outcome["same_scores"] else 1)

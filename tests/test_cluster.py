@@ -263,6 +263,46 @@ def test_killing_a_worker_mid_batch_loses_nothing_and_grades_nothing_twice(tmp_p
     assert again.graded == [] and len(again.reused) == len(expected)
 
 
+CLIENT = """
+import sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+from test_cluster import FAKE, cluster_batch, lab_in
+from grader import cluster
+tmp = Path(sys.argv[3])
+executor = cluster.DaskExecutor(sys.argv[2], grade=FAKE)
+cluster_batch(lab_in(tmp / "lab"), tmp / "subs", tmp / "out", tmp, executor)
+"""
+
+
+def test_killing_the_batch_client_mid_batch_then_rerunning_loses_nothing(tmp_path, loopback):
+    lc, executor = loopback({"w1": two_cores()[0], "w2": two_cores()[1]})
+    expected = make_class(tmp_path / "subs", n=20, sleep=0.4)
+    ledger = tmp_path / "out" / ".ledger"
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(KIT), lc.address, str(tmp_path)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_WAIT
+        while len(list(ledger.glob("*.json"))) < 4:
+            assert client.poll() is None, client.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the batch client recorded nothing"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(client.pid, signal.SIGKILL)
+        client.wait(timeout=30)
+    first = {p.stem for p in ledger.glob("*.json")}
+    assert 4 <= len(first) < len(expected), "the client should have died mid-batch"
+
+    again = cluster_batch(lab_in(tmp_path / "lab"), tmp_path / "subs", tmp_path / "out", tmp_path, executor)
+
+    assert set(again.reused) == first, "what the killed client recorded is kept"
+    assert set(again.graded) == set(expected) - first, "the rest, and only the rest, is graded"
+    book = gradebook(tmp_path / "out")
+    assert {sid: float(row["score"]) for sid, row in book.items()} == expected
+    assert not (tmp_path / "out" / ".work").exists()
+
+
 def test_a_two_cpu_lab_never_shares_its_cores(tmp_path, loopback):
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
@@ -274,13 +314,14 @@ def test_a_two_cpu_lab_never_shares_its_cores(tmp_path, loopback):
         make_student(subs, f"s{i}", sleep=0.3)
     jobs = [GradeJob(big if i % 3 == 0 else small, subs / f"s{i}", tmp_path / "out" / f"s{i}", f"s{i}",
                      Resources.of_lab(big if i % 3 == 0 else small)) for i in range(6)]
+    jobs[4].alone = True  # a rerun alone asks for a whole worker: here, the same as a 2-CPU job
     for job in jobs:
         executor.submit(job)
     done = list(executor.results())
     assert sorted(d.job.student_id for d in done) == [f"s{i}" for i in range(6)]
     assert all(d.error is None and d.result.status == "graded" for d in done), [d.error for d in done]
     spans = {c["student"]: c for c in calls(lc.log)}
-    two = [s for s in spans if int(s[1:]) % 3 == 0]
+    two = [s for s in spans if int(s[1:]) % 3 == 0 or s == "s4"]
     assert all(len(cluster.parse_cores(spans[s]["cpuset"])) == 2 for s in two)
     assert any(a["start"] < b["end"] and b["start"] < a["end"]
                for a in spans.values() for b in spans.values() if a is not b), \
