@@ -622,8 +622,9 @@ def submission_kinds(lab: labs.Lab, root: Path = labs.KIT_ROOT) -> dict[str, dic
     """Every kind of submission the kit can make for ``lab``: {kind: {module file name: source}}.
 
     The reference, the stub, each broken fixture of the lab (the reference with
-    its bug overlaid) and each hostile fixture of ``tests/fixtures/attacks``
-    (its code in place of the lab's first module, so it runs at import).
+    its bug overlaid), each attack of ``tests/fixtures/attacks`` and some of
+    ``tests/fixtures/hostile`` (their code in place of the lab's first module,
+    so it runs at import).
     """
     reference = {m: lab.reference_dir / m for m in lab.modules}
     kinds = {"reference": reference, "stub": {m: lab.folder / m for m in lab.modules}}
@@ -634,7 +635,27 @@ def submission_kinds(lab: labs.Lab, root: Path = labs.KIT_ROOT) -> dict[str, dic
         attack = next(spec.parent.glob("*.py"), None)
         if attack is not None:
             kinds[f"attack:{spec.parent.name}"] = {**kinds["stub"], lab.modules[0]: attack}
+    for name in HOSTILE_AT_IMPORT:
+        source = fixtures / "hostile" / name / "demo.py"
+        if source.is_file():
+            kinds[f"hostile:{name}"] = {**kinds["stub"], lab.modules[0]: _hostile_module(source, root)}
     return kinds
+
+
+# Hostile fixtures (written for the demo lab's add()) that misbehave quickly when
+# add() is called at import: a flood of output, writes to the read-only root.
+# The others (endless loops, sleeps, daemons) would only cost minutes per student.
+HOSTILE_AT_IMPORT = ("big_output", "write_rootfs")
+
+
+def _hostile_module(source: Path, root: Path) -> Path:
+    """The fixture's code with a call to its add() at import, cached beside the kit's other caches."""
+    text = source.read_text() + "\n\nadd(1, 2)  # misbehave as soon as the grader imports this module\n"
+    cache = root / ".cache" / "hostile" / hashlib.sha256(text.encode()).hexdigest()[:16] / source.name
+    if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        gradebook.write_atomically(cache, text)
+    return cache
 
 
 def generate_class(lab: labs.Lab, dest: Path, size: int, *, kinds: dict | None = None) -> dict[str, str]:

@@ -73,7 +73,7 @@ def test_a_class_graded_in_batch_interrupted_and_resumed(engine, tmp_path):
     students = batch.generate_class(lab, subs, CLASS_SIZE)
     kinds = set(students.values())
     assert {"reference", "stub"} <= kinds and any(k.startswith("bug:") for k in kinds)
-    assert any(k.startswith("attack:") for k in kinds)
+    assert any(k.startswith("attack:") for k in kinds) and any(k.startswith("hostile:") for k in kinds)
 
     # What single grading gives each kind of submission.
     single = {}
