@@ -40,6 +40,7 @@ import os
 import secrets
 import struct
 import sys
+import time
 from multiprocessing import resource_tracker, shared_memory
 
 import posix_ipc
@@ -72,12 +73,23 @@ def _unlink_segment(name: str) -> None:
     posix_ipc.unlink_shared_memory("/" + name)
 
 
-def _acquire(semaphore: posix_ipc.Semaphore, timeout: float | None) -> None:
-    """Wait on ``semaphore``; ``TimeoutError`` if ``timeout`` seconds pass first."""
-    try:
-        semaphore.acquire(timeout)
-    except posix_ipc.BusyError:
-        raise TimeoutError(f"timed out after {timeout} s waiting on {semaphore.name}") from None
+def _acquire(semaphore: posix_ipc.Semaphore, timeout: float | None = None) -> None:
+    """Wait on ``semaphore``; ``TimeoutError`` if ``timeout`` seconds pass first.
+
+    A signal that arrives while we sleep makes posix_ipc raise SignalError
+    (Python's own blocking calls retry by themselves, PEP 475; posix_ipc's do
+    not), so we wait again for whatever time is left.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            semaphore.acquire(left)
+            return
+        except posix_ipc.SignalError:
+            continue
+        except posix_ipc.BusyError:
+            raise TimeoutError(f"timed out after {timeout} s waiting on {semaphore.name}") from None
 
 
 class RingBuffer:
@@ -180,7 +192,7 @@ class RingBuffer:
         if len(data) > self.slot_size:
             raise ValueError(f"record of {len(data)} bytes does not fit a {self.slot_size}-byte slot")
         _acquire(self._semaphores["free"], timeout)  # a slot is ours to fill...
-        self._semaphores["mutex"].acquire()          # ...but which one? ask under the lock
+        _acquire(self._semaphores["mutex"])          # ...but which one? ask under the lock
         try:
             buf = self._segment.buf
             (head,) = _COUNTER.unpack_from(buf, _HEAD_OFFSET)
@@ -198,7 +210,7 @@ class RingBuffer:
         ``TimeoutError`` if nothing arrives within ``timeout`` seconds.
         """
         _acquire(self._semaphores["filled"], timeout)
-        self._semaphores["mutex"].acquire()
+        _acquire(self._semaphores["mutex"])
         try:
             buf = self._segment.buf
             (tail,) = _COUNTER.unpack_from(buf, _TAIL_OFFSET)
