@@ -572,6 +572,8 @@ class _Batch:
             row = error_row(entry, f"the grader crashed: {type(error).__name__}: {error}", "grader_error")
         elif done.result.status != "graded":
             row = error_row(entry, done.result.reason or "grader error", "grader_error")
+        elif not (job.out_dir / "report.json").is_file():
+            row = error_row(entry, f"the grader wrote no report.json in {job.out_dir}", "grader_error")
         else:
             row = graded_row(entry, done.result.report, done.duration)
         if first is not None:  # this was the rerun alone of the tests that timed out
