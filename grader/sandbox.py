@@ -10,7 +10,11 @@ may raise it, never lower it below the default, except ``cpus`` which the lab
 sets as it needs::
 
     resources: {cpus: 2, memory: 1g, pids: 512, nofile: 2048, tmpfs: 256m,
-                output: 2m, wall_clock: 300}
+                shm: 1g, output: 2m, wall_clock: 300}
+
+``/dev/shm`` is as large as the memory limit unless ``shm`` says otherwise:
+its pages are charged to the container's memory, so the memory limit
+already bounds it, and shared-memory labs need room.
 
 The container has no network (loopback works), no capabilities, no new
 privileges, a read-only root with size-limited tmpfs for ``/tmp``,
@@ -29,10 +33,12 @@ import re
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 
 LABEL = "org.ipclab.grader"
 OWNER_LABEL = "org.ipclab.owner"  # "<hostname>:<pid>" of the grader process
+RUN_LABEL = "org.ipclab.run"      # one random id per run
 RUN_USER = "1000:1000"
 
 DEFAULTS = {
@@ -41,7 +47,8 @@ DEFAULTS = {
     "pids": 256,
     "nofile": 1024,
     "nproc": 4096,      # per uid across containers: pids is the real cap
-    "tmpfs": "64m",
+    "tmpfs": "64m",      # /tmp and /work
+    "shm": None,         # /dev/shm; None: the memory limit (its pages count against it anyway)
     "output": "1m",
     "wall_clock": None,  # None: sum of the test timeouts + WALL_SLACK
 }
@@ -60,6 +67,7 @@ class Limits:
     nofile: int
     nproc: int
     tmpfs: str
+    shm: str
     output: str
     wall_clock: float
 
@@ -96,16 +104,19 @@ def limits_for(resources: dict, timeouts: list[float]) -> Limits:
         wanted = resources.get(name)
         if wanted is None:
             chosen[name] = default
-        elif name == "cpus" or default is None:
+        elif name == "cpus" or default is None or name == "shm":
             chosen[name] = wanted
         elif isinstance(default, str):
             chosen[name] = wanted if parse_size(wanted) > parse_size(default) else default
         else:
             chosen[name] = max(wanted, default)
+    if chosen["shm"] is None:
+        chosen["shm"] = chosen["memory"]
     if chosen["wall_clock"] is None:
         chosen["wall_clock"] = sum(timeouts) + WALL_SLACK
     return Limits(cpus=float(chosen["cpus"]), memory=str(chosen["memory"]), pids=int(chosen["pids"]),
                   nofile=int(chosen["nofile"]), nproc=int(chosen["nproc"]), tmpfs=str(chosen["tmpfs"]),
+                  shm=str(chosen["shm"]),
                   output=str(chosen["output"]), wall_clock=float(chosen["wall_clock"]))
 
 
@@ -117,17 +128,25 @@ def remove_stale(client) -> list[str]:
     """Remove grader containers whose grader process (on this host) is gone."""
     removed = []
     host = socket.gethostname()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = container.labels.get(OWNER_LABEL, "")
+    # sparse: no inspect per container, which would race with other graders removing theirs
+    for container in client.containers.list(all=True, filters={"label": LABEL}, sparse=True):
+        owner = (container.attrs.get("Labels") or {}).get(OWNER_LABEL, "")
         owner_host, _, pid = owner.rpartition(":")
         alive = owner_host == host and pid.isdigit() and _pid_alive(int(pid))
         if not alive:
             try:
                 container.remove(force=True)
-                removed.append(container.short_id)
+                removed.append(container.id[:12])
             except Exception:  # already gone, or the engine is busy removing it
                 pass
     return removed
+
+
+def containers_of(client, owner: str | None = None) -> list[str]:
+    """Ids of the grader containers that ``owner`` (default: this process) started and that still exist."""
+    owner = owner or _owner()
+    found = client.containers.list(all=True, sparse=True, filters={"label": [LABEL, f"{OWNER_LABEL}={owner}"]})
+    return [c.id for c in found]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -149,43 +168,51 @@ def run(client, image: str, kit_dir: Path, submission_dir: Path, limits: Limits,
     remove_stale(client)
     tmpfs_opts = f"rw,nosuid,nodev,size={parse_size(limits.tmpfs)}"
     memory = parse_size(limits.memory)
+    run_id = uuid.uuid4().hex
     try:
-        container = client.containers.create(
-            image,
-            command=["python3", "-I", "/kit/grader/harness.py"],
-            user=RUN_USER,
-            network_mode="none",
-            mem_limit=memory,
-            memswap_limit=memory,  # equal to the memory limit: no swap
-            nano_cpus=int(limits.cpus * 1e9),
-            cpuset_cpus=cpuset,
-            pids_limit=limits.pids,
-            read_only=True,
-            tmpfs={"/tmp": tmpfs_opts + ",mode=1777", "/work": tmpfs_opts + ",uid=1000,gid=1000,mode=0755"},
-            shm_size=parse_size(limits.tmpfs),
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            ulimits=[Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
-                     Ulimit(name="nproc", soft=limits.nproc, hard=limits.nproc),
-                     Ulimit(name="core", soft=0, hard=0)],
-            mounts=[Mount("/kit", str(kit_dir), type="bind", read_only=True),
-                    Mount("/submission", str(submission_dir), type="bind", read_only=True)],
-            labels={LABEL: "1", OWNER_LABEL: _owner(), "org.ipclab.submission": name_hint[:60]},
-            log_config=LogConfig(type="json-file", config={"max-size": "8m", "max-file": "1"}),
-            environment={},
-            detach=True,
-        )
-    except docker.errors.ImageNotFound as exc:
-        raise SandboxError(f"runner image {image} is not built: run `make image`") from exc
-    except docker.errors.APIError as exc:
-        raise SandboxError(f"the engine refused to create the container: {exc}") from exc
-    try:
+        try:
+            container = client.containers.create(
+                image,
+                command=["python3", "-I", "/kit/grader/harness.py"],
+                user=RUN_USER,
+                network_mode="none",
+                mem_limit=memory,
+                memswap_limit=memory,  # equal to the memory limit: no swap
+                nano_cpus=int(limits.cpus * 1e9),
+                cpuset_cpus=cpuset,
+                pids_limit=limits.pids,
+                read_only=True,
+                tmpfs={"/tmp": tmpfs_opts + ",mode=1777", "/work": tmpfs_opts + ",uid=1000,gid=1000,mode=0755"},
+                shm_size=parse_size(limits.shm),
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                ulimits=[Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
+                         Ulimit(name="nproc", soft=limits.nproc, hard=limits.nproc),
+                         Ulimit(name="core", soft=0, hard=0)],
+                mounts=[Mount("/kit", str(kit_dir), type="bind", read_only=True),
+                        Mount("/submission", str(submission_dir), type="bind", read_only=True)],
+                labels={LABEL: "1", OWNER_LABEL: _owner(), RUN_LABEL: run_id,
+                        "org.ipclab.submission": name_hint[:60]},
+                log_config=LogConfig(type="json-file", config={"max-size": "8m", "max-file": "1"}),
+                environment={},
+                detach=True,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxError(f"runner image {image} is not built: run `make image`") from exc
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"the engine refused to create the container: {exc}") from exc
         return _start_and_wait(client, container, limits)
     finally:
-        try:
+        # By label, not by object: Ctrl-C during create() leaves a container we hold no handle to.
+        _remove_run(client, run_id)
+
+
+def _remove_run(client, run_id: str) -> None:
+    try:
+        for container in client.containers.list(all=True, sparse=True, filters={"label": f"{RUN_LABEL}={run_id}"}):
             container.remove(force=True)
-        except Exception:
-            pass  # remove_stale() at the next run gets it
+    except Exception:
+        pass  # remove_stale() at the next run gets it
 
 
 def _start_and_wait(client, container, limits: Limits) -> RunResult:

@@ -88,8 +88,6 @@ def require_engine():
         pytest.skip(f"no Docker engine or runner image: {exc}")
 
 
-def my_containers(client) -> list:
+def my_containers(client) -> list[str]:
     """Grader containers this test process started that still exist."""
-    owner = sandbox._owner()
-    return [c for c in client.containers.list(all=True, filters={"label": sandbox.LABEL})
-            if c.labels.get(sandbox.OWNER_LABEL) == owner]
+    return sandbox.containers_of(client)

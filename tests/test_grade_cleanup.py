@@ -22,9 +22,8 @@ def engine():
     return require_engine()
 
 
-def containers_of(client, owner: str) -> list:
-    return [c for c in client.containers.list(all=True, filters={"label": sandbox.LABEL})
-            if c.labels.get(sandbox.OWNER_LABEL) == owner]
+def containers_of(client, owner: str) -> list[str]:
+    return sandbox.containers_of(client, owner)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -58,7 +57,7 @@ def test_stale_containers_of_a_dead_grader_are_removed(engine):
                                     labels={sandbox.LABEL: "1", sandbox.OWNER_LABEL: sandbox._owner()})
     try:
         removed = sandbox.remove_stale(engine)
-        assert stale.short_id in removed and mine.short_id not in removed
+        assert stale.id[:12] in removed and mine.id[:12] not in removed
         assert containers_of(engine, owner) == []
     finally:
         mine.remove(force=True)
