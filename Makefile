@@ -37,6 +37,15 @@ test-kit: setup
 
 test: test-kit test-reference test-stubs
 
+# make image: build the runner image ipclab-runner:<kit version> (skips when up to date).
+image: setup
+	$(PY) -m grader image build
+
+# make grade LAB=lab1 SUB=path/to/submission [OUT=dir]: grade one submission in a container.
+grade: setup
+	@test -n "$(LAB)" -a -n "$(SUB)" || { echo "usage: make grade LAB=lab1 SUB=path [OUT=dir]"; exit 2; }
+	$(PY) -m grader grade --lab $(LAB) $(SUB) --out $(or $(OUT),grades/$(LAB)/$(notdir $(basename $(SUB))))
+
 # make batch LAB=lab3 SUBS=path/to/export [OUT=reports/lab3] [JOBS=2] [FORCE=1]
 batch: setup
 	$(PY) -m grader batch --lab $(LAB) $(SUBS) --out $(or $(OUT),reports/$(LAB)) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force)
