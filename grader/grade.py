@@ -156,10 +156,12 @@ def stage_kit(lab: labs.Lab, dest: Path, pytest_args: list[str], output_cap: int
     (dest / "grader").mkdir(parents=True)
     for module in KIT_PACKAGE.glob("*.py"):  # the plugin imports its siblings
         shutil.copy(module, dest / "grader" / module.name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    # the start-up hook children load: stack dumps on timeout, perturbation
+    shutil.copytree(KIT_PACKAGE / "startup", dest / "grader" / "startup", ignore=ignore)
     lab_dest = dest / "labs" / lab.name
     lab_dest.mkdir(parents=True)
     shutil.copy(lab.folder / "lab.yaml", lab_dest / "lab.yaml")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(lab.public_tests_dir, lab_dest / "tests", ignore=ignore)
     if lab.has_hidden:
         ref_dest = dest / "reference" / lab.name
