@@ -2,8 +2,9 @@
 
 Unrelated processes (``echo hi > path`` from a shell, a Python program, ...)
 open the FIFO at any time, write newline-terminated records and close it; the
-server collects every record, whole. Read README.md first: it explains FIFOs,
-end-of-file when the last writer leaves, and PIPE_BUF atomicity.
+server collects every record, whole. Read handout.md (or handout.ko.md)
+first: it explains FIFOs, end-of-file when the last writer leaves, and
+PIPE_BUF atomicity.
 """
 
 from __future__ import annotations

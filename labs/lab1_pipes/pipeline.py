@@ -2,8 +2,9 @@
 
 Build it from system calls only: ``os.pipe``, ``os.fork`` (or
 ``os.posix_spawn``), ``os.dup2``, ``os.execvp`` and ``os.waitpid``. No
-``subprocess``, no ``os.system``, no shell. Read README.md first: it explains
-pipes, end-of-file and SIGPIPE, and lists the classic mistakes.
+``subprocess``, no ``os.system``, no shell. Read handout.md (or handout.ko.md)
+first: it explains pipes, end-of-file and SIGPIPE, and lists the classic
+mistakes.
 """
 
 from __future__ import annotations
