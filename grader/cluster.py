@@ -379,7 +379,7 @@ class DaskExecutor(Executor):
         return self._tests_hashes[lab.id]
 
     def results(self) -> Iterator[Completed]:
-        no_worker_since = None
+        no_worker_since, checked = None, time.monotonic()
         while True:
             with self._lock:
                 if not self._jobs:
@@ -387,7 +387,8 @@ class DaskExecutor(Executor):
             try:
                 item = self._done.get(timeout=0.2)  # short: keeps Ctrl-C responsive
             except queue.Empty:
-                no_worker_since = self._check_workers(no_worker_since)
+                if time.monotonic() - checked > 2:  # ask the scheduler now and then, not 5 times a second
+                    no_worker_since, checked = self._check_workers(no_worker_since), time.monotonic()
                 continue
             done = item if isinstance(item, Completed) else self._collect(item)
             if done is None:
@@ -596,6 +597,33 @@ def loopback_cluster(work: Path, workers: list[list[int]], wait: float = WORKER_
             proc.wait(timeout=30)
 
 
+def shipping_only(lab, submission, out_dir, **kw) -> None:
+    """A grade function that grades nothing (for :func:`bench`): what is left is the executor's own cost."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "report.json").write_text("{}")
+
+
+def executor_overhead(lab, entries: list[Path], address: str, work: Path) -> tuple[float, float]:
+    """Seconds per job through the local pool and through the cluster, grading nothing."""
+    from grader.executor import LocalPool, Resources
+
+    def run(executor) -> float:
+        started = time.monotonic()
+        for entry in entries:
+            executor.submit(GradeJob(lab=lab, submission=entry, out_dir=work / "noop" / uuid.uuid4().hex,
+                                     student_id=entry.name, resources=Resources.of_lab(lab)))
+        done = list(executor.results())
+        if any(d.error for d in done):
+            raise ClusterError(f"shipping-only run failed: {next(d.error for d in done if d.error)}")
+        return (time.monotonic() - started) / len(entries)
+
+    with LocalPool(shipping_only, max_jobs=1) as pool:
+        local = run(pool)
+    with DaskExecutor(address, grade="grader.cluster:shipping_only", check_tests=True) as executor:
+        remote = run(executor)
+    return local, remote
+
+
 def bench(lab, size: int, work: Path, stream=sys.stdout) -> dict:
     """Throughput on a loopback cluster with one and two workers, against the local pool, in one run.
 
@@ -633,6 +661,8 @@ def bench(lab, size: int, work: Path, stream=sys.stdout) -> dict:
                 timed(f"cluster-{n_workers}", executor=executor)
             finally:
                 executor.close()
+            if n_workers == 1:
+                local_job, cluster_job = executor_overhead(lab, sorted(subs.iterdir()), address, work)
     two = f"cluster-{min(2, len(cores))}"
     result = {
         "lab": lab.id, "submissions": size,
@@ -642,6 +672,8 @@ def bench(lab, size: int, work: Path, stream=sys.stdout) -> dict:
         "one_worker_per_minute": round(size / timings["cluster-1"] * 60, 1),
         "two_workers_per_minute": round(size / timings[two] * 60, 1),
         "overhead_seconds_per_submission": round((timings["cluster-1"] - timings["local-1"]) / size, 2),
+        "shipping_ms_per_job_local": round(local_job * 1000, 1),
+        "shipping_ms_per_job_cluster": round(cluster_job * 1000, 1),
         "same_scores": scores["local-1"] == scores["cluster-1"] == scores[two],
     }
     print(f"{lab.id}: {size} submissions, cluster on loopback (1-core workers)", file=stream)
@@ -652,6 +684,9 @@ def bench(lab, size: int, work: Path, stream=sys.stdout) -> dict:
           f"({result['two_workers_per_minute']} submissions/min)", file=stream)
     print(f"  cluster overhead:    {result['overhead_seconds_per_submission']} s per submission "
           "(1 worker against the local pool with 1 job)", file=stream)
+    print(f"  executor alone:      {result['shipping_ms_per_job_cluster']} ms per job on the cluster, "
+          f"{result['shipping_ms_per_job_local']} ms in the local pool (a grade function that grades nothing: "
+          "packing, scheduling, shipping and writing the reports)", file=stream)
     if not result["same_scores"]:
         differ = {sid: [scores[name][sid] for name in scores] for sid in scores["local-1"]
                   if len({scores[name][sid] for name in scores}) > 1}
