@@ -294,6 +294,13 @@ class DaskExecutor(Executor):
         self._grade = grade
         self._check_tests = (grade == DEFAULT_GRADE) if check_tests is None else check_tests
         self._worker_wait = worker_wait
+        self._lock = threading.Lock()
+        self._jobs: dict[str, GradeJob] = {}  # future key -> job, until yielded
+        self._futures: dict[str, Any] = {}
+        self._done: queue.Queue = queue.Queue()
+        self._tests_hashes: dict[str, str] = {}
+        self._cancelled = False
+        self._offers: tuple[float, dict] = (0.0, {})
         if isinstance(address, Client):
             self.client, self._own_client = address, False
         else:
@@ -308,12 +315,6 @@ class DaskExecutor(Executor):
             self.close()
             raise ClusterError(f"no worker joined the scheduler at {address} within {worker_wait} s: "
                                "start some with `python -m grader worker --scheduler ...`") from exc
-        self._lock = threading.Lock()
-        self._jobs: dict[str, GradeJob] = {}  # future key -> job, until yielded
-        self._futures: dict[str, Any] = {}
-        self._done: queue.Queue = queue.Queue()
-        self._tests_hashes: dict[str, str] = {}
-        self._cancelled = False
 
     # -- what the workers offer -------------------------------------------------------------------------
 
@@ -335,7 +336,10 @@ class DaskExecutor(Executor):
 
     def _resources(self, job: GradeJob) -> dict[str, float]:
         """What to ask the scheduler for; raises ClusterError when no worker could ever give it."""
-        offers = self.workers()
+        fetched, offers = self._offers
+        if time.monotonic() - fetched > 5 or not offers:  # one question per batch of submits, not per job
+            offers = self.workers()
+            self._offers = (time.monotonic(), offers)
         if job.alone:  # the largest worker, whole
             best = max(offers.values(), key=lambda r: (r.get(CPU, 0), r.get(MEMORY, 0)), default={})
             need = {CPU: best.get(CPU, 0), MEMORY: best.get(MEMORY, 0)}

@@ -394,3 +394,13 @@ def test_worker_command_refuses_a_machine_without_the_image(tmp_path):
                           cwd=KIT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "cannot be a grading worker" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_scheduler_without_workers_is_one_clear_error(tmp_path):
+    lc = LoopbackCluster(tmp_path, tmp_path / "calls.jsonl")
+    try:
+        lc.start_scheduler()
+        with pytest.raises(cluster.ClusterError, match="no worker joined"):
+            cluster.DaskExecutor(lc.address, worker_wait=2)
+    finally:
+        lc.stop()
