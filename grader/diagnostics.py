@@ -25,7 +25,6 @@ into findings a student can act on:
 from __future__ import annotations
 
 import dataclasses
-import faulthandler
 import os
 import re
 import signal
@@ -40,7 +39,7 @@ from pathlib import Path
 import psutil
 
 # A real-time signal: nothing in the labs uses it, and a process that has no
-# handler for it is never sent it (see _catches).
+# handler for it is never sent it (see _catches). Same as startup/ipclab_dump.py.
 DUMP_SIGNAL = signal.SIGRTMIN + 5
 DIAG_DIR_ENV = "IPCLAB_DIAG_DIR"
 STARTUP_DIR = Path(__file__).with_name("startup")
@@ -331,13 +330,11 @@ def _dump_file(folder: Path, pid: int) -> Path:
 def register_dump_handler(folder: Path) -> None:
     """Make this process (and its forked children) dump its stack on DUMP_SIGNAL."""
     folder.mkdir(parents=True, exist_ok=True)
+    if str(STARTUP_DIR) not in sys.path:
+        sys.path.insert(0, str(STARTUP_DIR))
+    import ipclab_dump  # the same hook every child program runs at start-up
 
-    def register():
-        dump = open(_dump_file(folder, os.getpid()), "w")  # noqa: SIM115 (kept open for faulthandler)
-        faulthandler.register(DUMP_SIGNAL, file=dump, all_threads=True, chain=False)
-
-    register()
-    os.register_at_fork(after_in_child=register)
+    ipclab_dump.install(str(folder))
 
 
 def _catches(proc: psutil.Process, signum: int) -> bool:
