@@ -28,19 +28,26 @@ little as it can:
 2. In the container, PID 1 is the kit's harness (``grader/harness.py``),
    which the submission can neither signal nor ptrace. It hands pytest a
    random key on a pipe; the kit's ``grader.sandbox_plugin`` reads it before
-   any submission code runs and signs each result as the test ends. The
-   harness checks each line and is the only writer of the container's
-   stdout, which is all the host reads. Files the submission writes are
-   never read. A bad line, or a change to pytest's machinery detected by
-   the plugin, ends the trust: nothing later counts.
-3. Test files are mounted read-only; the score is computed here.
+   any submission code runs, sends the collected test ids, and signs each
+   result as the test ends. The harness checks each line (signature,
+   sequence, one result per test in collection order) and is the only writer
+   of the container's stdout, which is all the host reads. Files the
+   submission writes are never read.
+3. A bad line, a result out of order or twice, or a change to pytest's
+   machinery seen by the plugin breaks the channel, and then *no* result of
+   the run counts, not even earlier ones: a forger's lies arrive before the
+   kit notices. An attack can only lose points.
+4. Test files are mounted read-only; the score is computed here.
 
-What is *not* guaranteed: code written to attack the kit's plugin from
-inside the process (digging the key out of memory) can forge the results of
-tests that run after it. Such code is plain to see in the submission, which
-the instructor keeps; the fixtures in ``tests/fixtures/attacks`` show the
-common attacks (``sys.exit``/``os._exit`` at import, killing the parent,
-rewriting tests, a fake results file, patching pytest) gain nothing.
+What is *not* guaranteed: the submission runs inside the test process, so
+code written against the kit itself (calling the plugin's sender and
+silencing the real one, or digging the key out of memory, then undoing every
+check) can forge results. No in-process design can prevent that; such code
+is plain to read in the submission, which the instructor keeps. The
+fixtures in ``tests/fixtures/attacks`` show that the common attacks
+(``sys.exit``/``os._exit`` at import, killing the parent, rewriting tests, a
+fake results file, forged lines on every fd, patching pytest, calling the
+kit's sender without silencing it) gain nothing.
 """
 
 from __future__ import annotations

@@ -75,6 +75,8 @@ class Channel:
         self.buffer = b""
         self.seq = 0
         self.trusted = True
+        self.order: dict[str, int] = {}   # nodeid -> position, from the collection
+        self.last = -1
 
     def feed(self, data: bytes):
         if not self.trusted:
@@ -103,7 +105,20 @@ class Channel:
         if kind == "tamper":
             emit("tamper", **frame)
             self.trusted = False
-        elif kind in ("result", "done", "collected"):
+        elif kind == "collected":
+            if self.order:
+                return self._break("a second collection on the result channel")
+            self.order = {nodeid: i for i, nodeid in enumerate(frame.get("nodeids") or [])}
+            emit(kind, count=len(self.order))
+        elif kind == "result":
+            # Tests report once each, in the order they were collected (before any
+            # submission code ran): anything else is a forgery or a replay.
+            position = self.order.get(frame.get("nodeid"), -1)
+            if position <= self.last:
+                return self._break(f"a result out of order or for an unknown test: {str(frame.get('nodeid'))[:100]}")
+            self.last = position
+            emit(kind, **frame)
+        elif kind == "done":
             emit(kind, **frame)
         else:
             self._break(f"an unknown line kind {kind!r}")

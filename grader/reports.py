@@ -7,7 +7,7 @@
                     submission could not (fully) run; "" when nothing to say
     lab             {id, name, title}
     submission      {id, path, sha256}
-    kit_version, image {tag, id}, tests_hash
+    kit_version, image {tag, id}, container_id, tests_hash
     only_tests      null, or the test keys this run was limited to
     score, max_score
     tests           one row per test of lab.yaml/hidden.yaml:
@@ -121,6 +121,10 @@ def _read_run(ctx: Context) -> tuple[dict, dict, str]:
             ctx.grader_error(f"the in-container harness failed: {line.get('error')}")
     for norm in seen_twice:
         results[norm] = {"outcome": "no_result", "message": "this test reported twice: neither result is trusted"}
+    if events["result_channel"] != "intact":
+        # A forger sends its lies before the kit notices: once the channel is
+        # broken, no result of this run is trusted, not even the earlier ones.
+        results = {}
     collected = [line for line in run.lines if line.get("t") == "collected"]
     if collected and collected[0].get("count") != len(ctx.expected):
         ctx.notes.append(f"the container collected {collected[0].get('count')} test cases, the host {len(ctx.expected)}")
@@ -155,7 +159,7 @@ def _why_missing(ctx: Context, events: dict, kinds: set, end: dict, last_test: s
     if events["oom_killed"]:
         return f"the container ran out of memory (limit {ctx.limits.get('memory')}) and was killed"
     if events["result_channel"] != "intact":
-        return f"no result is trusted after the result channel was {events['result_channel']}"
+        return f"no result of this run is trusted: the result channel was {events['result_channel']}"
     if end and "done" not in kinds:
         status = end.get("exit")
         how = f"was killed by signal {-status}" if isinstance(status, int) and status < 0 else f"exited with status {status}"
@@ -241,6 +245,7 @@ def build(ctx: Context, finished_at: float) -> dict:
         "submission": {"id": ctx.student_id, "path": str(ctx.submission), "sha256": ctx.submission_sha256},
         "kit_version": ctx.kit_version,
         "image": {"tag": ctx.image_tag, "id": ctx.image_id},
+        "container_id": getattr(ctx.run, "container_id", ""),
         "tests_hash": _safe_tests_hash(ctx.lab),
         "only_tests": ctx.only_tests,
         "score": round(sum(r["points"] for r in rows), 2) if not ctx.error else 0.0,

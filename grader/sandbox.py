@@ -85,6 +85,7 @@ class RunResult:
     host_stats: dict           # cgroup figures read on the host while it ran
     stderr_tail: str
     unparsed_lines: int
+    container_id: str = ""
 
 
 def parse_size(text: str | int | float) -> int:
@@ -193,7 +194,10 @@ def run(client, image: str, kit_dir: Path, submission_dir: Path, limits: Limits,
                         Mount("/submission", str(submission_dir), type="bind", read_only=True)],
                 labels={LABEL: "1", OWNER_LABEL: _owner(), RUN_LABEL: run_id,
                         "org.ipclab.submission": name_hint[:60]},
-                log_config=LogConfig(type="json-file", config={"max-size": "8m", "max-file": "1"}),
+                # Room for the harness's capped output even when JSON escaping multiplies it
+                # by six, plus the results: a rotated log would lose the first lines.
+                log_config=LogConfig(type="json-file", config={
+                    "max-size": str(6 * parse_size(limits.output) + (16 << 20)), "max-file": "1"}),
                 environment={},
                 detach=True,
             )
@@ -270,7 +274,8 @@ def _start_and_wait(client, container, limits: Limits) -> RunResult:
             lines.append(item)
     return RunResult(lines=lines, exit_code=state.get("ExitCode"), wall_clock_killed=killed,
                      oom_killed=bool(state.get("OOMKilled")), seconds=round(seconds, 3), host_stats=stats,
-                     stderr_tail=err.decode("utf-8", "replace"), unparsed_lines=unparsed)
+                     stderr_tail=err.decode("utf-8", "replace"), unparsed_lines=unparsed,
+                     container_id=container.id)
 
 
 def _cgroup_dirs(pid: int) -> dict[str, Path]:

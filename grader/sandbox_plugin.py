@@ -16,10 +16,14 @@ it compares; a difference means something in the process rewired pytest,
 and it sends a ``tamper`` line instead: the harness then trusts nothing more
 from this run.
 
+The harness also requires results in collection order, once per test
+(the collected ids are sent before any submission code runs).
+
 Limits, stated plainly: the submission runs in this very process, so code
-written to attack this plugin specifically (find the key in memory, patch
-what the snapshot does not cover) can forge results for the tests that run
-after it. What it cannot do is forge results by any file it writes, by
+written to attack this plugin specifically (call its sender, which any code
+in the process can reach; find the key in memory; patch what the snapshot
+does not cover and then undo the check) can forge results for the tests that
+run after it. What it cannot do is forge results by any file it writes, by
 exiting or killing its parent, by changing test files (they are mounted
 read-only), or by the common ways of patching pytest; and every test it ends
 before reporting counts as failed on the host.
@@ -88,13 +92,17 @@ def _watched(config) -> dict:
         impls = getattr(config.hook, hook).get_hookimpls()
         watched[f"hook.{hook}"] = tuple(id(impl.function) for impl in impls)
     watched["plugins"] = tuple(sorted(id(p) for p in config.pluginmanager.get_plugins()))
+    for name, value in list(globals().items()):  # this plugin's own hooks and sender
+        if callable(value):
+            watched[f"sandbox_plugin.{name}"] = id(value)
+    watched["sandbox_plugin.send"] = id(_state.get("send"))
     return watched
 
 
 def pytest_collection_finish(session):
     if "send" in _state:
         _state["snapshot"] = _watched(session.config)
-        _state["send"]("collected", count=len(session.items))
+        _state["send"]("collected", nodeids=[item.nodeid for item in session.items])
 
 
 @pytest.hookimpl(trylast=True)

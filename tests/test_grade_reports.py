@@ -78,10 +78,11 @@ def test_missing_duplicate_and_unknown_results_earn_nothing(demo):
     assert "before reporting this test" in rows["test_hidden_demo.py::test_hang"]["feedback"]
 
 
-def test_nothing_after_a_broken_channel_counts(demo):
+def test_nothing_counts_once_the_channel_broke(demo):
+    # Even results before the break: a forger sends its lies before the kit notices.
     lines = [START, COLLECTED, result(ALL[0]), {"t": "broken", "why": "a wrong signature"}, END]
     report = report_for(demo, lines)
-    assert report["score"] == 30 and "broken after test_demo.py::test_add" in report["reason"]
+    assert report["score"] == 0 and "broken after test_demo.py::test_add" in report["reason"]
 
 
 def test_wall_clock_kill_is_graded_and_said(demo):
