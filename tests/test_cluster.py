@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from grader import batch, cluster
-from grader.executor import GradeJob, LocalPool, Resources
+from grader.executor import GradeJob, LocalPool, Resources, format_cpuset
 from test_batch import FakeGrader, demo_lab, make_class, make_student
 
 KIT = Path(__file__).resolve().parents[1]
@@ -37,11 +37,21 @@ LOG_ENV = "IPCLAB_CLUSTER_FAKE_LOG"
 FAKE = "test_cluster:fake_grade"
 
 
+_worker_grader: FakeGrader | None = None
+
+
 def fake_grade(lab, submission, out_dir, **kw):
-    """Runs on a worker: the batch tests' fake grader, plus a line saying when and where it ran."""
+    """Runs on a worker: the batch tests' fake grader, plus a line saying when and where it ran.
+
+    One FakeGrader per worker process, so it sees the jobs running beside it
+    on that worker (and fakes a timeout under load when told to).
+    """
+    global _worker_grader
     log = Path(os.environ[LOG_ENV])
+    if _worker_grader is None:
+        _worker_grader = FakeGrader(log.with_suffix(".fake"))
     started = time.time()
-    result = FakeGrader(log.with_suffix(".fake")).grade(lab, submission, out_dir, **kw)
+    result = _worker_grader.grade(lab, submission, out_dir, **kw)
     with open(log, "a") as out:  # one short O_APPEND write per call
         out.write(json.dumps({"student": kw.get("student_id"), "cpuset": kw.get("cpuset"), "pid": os.getpid(),
                               "start": started, "end": time.time()}) + "\n")
@@ -335,6 +345,28 @@ def test_a_two_cpu_lab_never_shares_its_cores(tmp_path, loopback):
         for b in spans.values():
             if a is not b and a["start"] < b["end"] and b["start"] < a["end"]:
                 assert not set(cluster.parse_cores(a["cpuset"])) & set(cluster.parse_cores(b["cpuset"]))
+
+
+def test_a_timeout_under_load_on_a_worker_is_rerun_with_the_worker_to_itself(tmp_path, loopback):
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.fail("this test needs a machine with 2 cores")
+    lc, executor = loopback({"big": set(cores[:2])})
+    lab = lab_in(tmp_path / "lab")
+    subs = tmp_path / "subs"
+    everything = ["test_demo.py::test_a", "test_demo.py::test_b", "test_demo.py::test_c", "test_hidden_demo.py::test_d"]
+    for i in range(4):
+        make_student(subs, f"s{i}", everything, sleep=0.5, timeout_under_load=["test_demo.py::test_c"])
+
+    outcome = cluster_batch(lab, subs, tmp_path / "out", tmp_path, executor)
+
+    book = gradebook(tmp_path / "out")
+    assert {sid: float(row["score"]) for sid, row in book.items()} == {f"s{i}": 100.0 for i in range(4)}
+    reruns = [c for c in calls(lc.log) if c["cpuset"] == format_cpuset(cores[:2])]
+    assert reruns, "some jobs ran side by side and timed out: their reruns take the whole worker"
+    rerun_reports = [r for r in reports(tmp_path / "out").values()
+                     if any(t.get("rerun_alone") for t in r["tests"])]
+    assert len(rerun_reports) == len(reruns) and outcome.exit_code == 0
 
 
 def test_a_job_no_worker_can_take_is_a_clear_error_row(tmp_path, loopback):
