@@ -64,6 +64,8 @@ def _worker(kind: str, target, *args):
     _check_kind(kind)
     if kind == "thread":
         return threading.Thread(target=target, args=args)
+    # The default start method: fork on Linux up to Python 3.13, forkserver
+    # from 3.14. Either way the worker is a separate process with its own memory.
     return multiprocessing.Process(target=target, args=args)
 
 
