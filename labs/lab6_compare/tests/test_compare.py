@@ -125,7 +125,7 @@ def describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
-def call_in_child(impl, call: str, timeout: float = 60):
+def call_in_child(impl, call: str, timeout: float = 45):
     """Evaluate ``compare.<call>`` in a separate Python program; return (result, run).
 
     A submission that crashes its own process takes down only that program,
@@ -135,8 +135,11 @@ def call_in_child(impl, call: str, timeout: float = 60):
                "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
                "import compare\n"
                f"print('RESULT=' + json.dumps(compare.{call}), flush=True)\n")
-    run = subprocess.run([sys.executable, "-c", program], env=impl.env(), cwd=impl.dir,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    try:
+        run = subprocess.run([sys.executable, "-c", program], env=impl.env(), cwd=impl.dir,
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"compare.{call} did not return within {timeout:g} s", pytrace=False)
     found = re.findall(r"^RESULT=(.*)$", run.stdout, re.MULTILINE)
     result = json.loads(found[-1]) if found else None
     return result, run
