@@ -3,8 +3,11 @@
 A missing or misplaced mutex lets two producers claim the same slot (one
 record lost, a stale one read twice) or two consumers read the same record.
 The race needs real contention, so the test runs 8 rounds of 4
-producers x 2,000 small checksummed records into 3 consumers through a
-32-slot ring, with the producers released at the same moment.
+producers x 2,000 small checksummed records into 3 consumers, with the
+producers released at the same moment. Rounds alternate between a roomy ring
+(1,024 slots: producers never wait, so even on one CPU the scheduler preempts
+them in the middle of a put) and a small one (16 slots: producers and
+consumers constantly block and wake each other).
 """
 
 import json
@@ -53,7 +56,8 @@ ring.close()
 
 def run_round(ringbuffer, programs, round_no: int):
     name = unique_name()
-    ring = ringbuffer.RingBuffer(name, create=True, slots=32, slot_size=64)
+    slots = 1024 if round_no % 2 else 16
+    ring = ringbuffer.RingBuffer(name, create=True, slots=slots, slot_size=64)
     try:
         consumers = [programs.start(PROGRAM, "consume", name) for _ in range(CONSUMERS)]
         producers = [programs.start(PROGRAM, "produce", name, p, PER_PRODUCER) for p in range(PRODUCERS)]

@@ -206,7 +206,10 @@ def test_large_records_under_contention(ringbuffer, names, start):
     expected = sorted([p, s] for p in range(producers) for s in range(per_producer))
     for round_no in range(1, 7):
         name = names()
-        ring = ringbuffer.RingBuffer(name, create=True, slots=32, slot_size=1200)
+        # A roomy ring (producers run unhindered, so they get preempted mid-put
+        # even on one CPU) alternates with a small one (constant blocking).
+        slots = 1024 if round_no % 2 else 16
+        ring = ringbuffer.RingBuffer(name, create=True, slots=slots, slot_size=1200)
         try:
             readers = [start(CONTENTION, "consume", name) for _ in range(consumers)]
             writers = [start(CONTENTION, "produce", name, p, per_producer) for p in range(producers)]
