@@ -254,6 +254,9 @@ def _grade_in(ctx: reports.Context, tmp: Path, image: str | None, cpuset: str | 
     t0 = time.monotonic()
     expected = expected_tests(lab)
     if ctx.only_tests:
+        unknown = sorted(set(ctx.only_tests) - set(lab.tests))
+        if unknown:
+            raise GraderError(f"{lab.id} has no tests called {', '.join(unknown[:5])}")
         expected = [e for e in expected if labs.test_key(e) in ctx.only_tests]
     ctx.expected = expected
     declared = [key for key in lab.tests if not ctx.only_tests or key in ctx.only_tests]
