@@ -212,10 +212,9 @@ def test_unlink_leaves_nothing_in_dev_shm(ringbuffer, ring_name):
     # this process, whatever they are called; we know them by inode.
     mapped_before = _shm_inodes_mapped()
     ring = ringbuffer.RingBuffer(ring_name, create=True, slots=4, slot_size=32)
-    ring_inodes = _shm_inodes_mapped() - mapped_before
-    ring_files = _dev_shm_entries_with(ring_inodes)
-    assert ring_files, "creating a ring put nothing in /dev/shm: is it in POSIX shared memory?"
     ring.put(b"left over", timeout=1)
+    ring_inodes = _shm_inodes_mapped() - mapped_before
+    assert _dev_shm_entries_with(ring_inodes), "the ring put nothing in /dev/shm: is it in POSIX shared memory?"
     ring.close()
     ring.unlink()
     left = _dev_shm_entries_with(ring_inodes)
