@@ -61,6 +61,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def expected_tests(lab: labs.Lab) -> list[str]:
         raise GraderError(f"collecting {lab.id}'s tests failed (exit {proc.returncode}): "
                           f"{(proc.stdout + proc.stderr)[-1500:]}")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp_file = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp_file = cache.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # the batch grades in threads
     tmp_file.write_text(json.dumps(ids))
     os.replace(tmp_file, cache)
     return ids

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -227,7 +228,7 @@ def build(ctx: Context, finished_at: float) -> dict:
     output = events.pop("_output", "")
     rows = [] if ctx.error else score_rows(ctx, results, why_missing)
     status = "grader_error" if ctx.error else "graded"
-    reason = ctx.error or ctx.not_run_reason or _graded_reason(events, why_missing, rows)
+    reason = ctx.error or ctx.not_run_reason or _graded_reason(events, why_missing, rows) or "; ".join(ctx.problems)
     stats = {}
     if ctx.run is not None:
         end = next((line for line in ctx.run.lines if line.get("t") == "end"), {})
@@ -298,7 +299,7 @@ def _graded_reason(events: dict, why_missing: str, rows: list[dict]) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
