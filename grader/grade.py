@@ -166,7 +166,8 @@ def stage_kit(lab: labs.Lab, dest: Path, pytest_args: list[str], output_cap: int
         shutil.copy(module, dest / "grader" / module.name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     # the start-up hook children load: stack dumps on timeout, perturbation
-    shutil.copytree(KIT_PACKAGE / "startup", dest / "grader" / "startup", ignore=ignore)
+    if (KIT_PACKAGE / "startup").is_dir():
+        shutil.copytree(KIT_PACKAGE / "startup", dest / "grader" / "startup", ignore=ignore)
     lab_dest = dest / "labs" / lab.name
     lab_dest.mkdir(parents=True)
     shutil.copy(lab.folder / "lab.yaml", lab_dest / "lab.yaml")
