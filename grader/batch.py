@@ -342,6 +342,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.counts = {"full": 0, "partial": 0, "errors": 0}
         self.total, self.done = total, reused
+        self.timed = 0  # submissions that went through the grader in this run: the rate counts these
         self.started = time.monotonic()
         self.bar = None
         if self.stream.isatty():
@@ -352,7 +353,8 @@ class Progress:
         elif reused:
             print(f"{reused} of {total} already graded (unchanged since the last run)", file=self.stream, flush=True)
 
-    def add(self, row: dict) -> None:
+    def add(self, row: dict, timed: bool = True) -> None:
+        self.timed += timed
         if row["status"] != "graded":
             self.counts["errors"] += 1
         elif row["score"] >= row["max"]:
@@ -366,16 +368,15 @@ class Progress:
             return
         score = f"{row['score']:g}/{row['max']:g}" if row["score"] is not None else row["status"]
         why = f" ({row['reason']})" if row["status"] != "graded" and row.get("reason") else ""
-        print(f"[{self.done}/{self.total}] {row['student_id']}: {score}{why}  {self._rate()}",
-              file=self.stream, flush=True)
+        rate = f"  {self._rate()}" if timed else ""
+        print(f"[{self.done}/{self.total}] {row['student_id']}: {score}{why}{rate}", file=self.stream, flush=True)
 
     def _rate(self) -> str:
-        counted = sum(self.counts.values())
         elapsed = time.monotonic() - self.started
-        if not counted or elapsed <= 0:
+        if not self.timed or elapsed <= 0:
             return ""
-        per_minute = counted / elapsed * 60
-        eta = (self.total - self.done) / (counted / elapsed)
+        per_minute = self.timed / elapsed * 60
+        eta = (self.total - self.done) / (self.timed / elapsed)
         return f"{per_minute:.1f}/min, ETA {eta:.0f} s"
 
     def close(self) -> None:
@@ -502,7 +503,10 @@ class _Batch:
             raise RuntimeError(f"cannot grade: {exc}") from exc
         todo = [job for entry in entries if (job := self._plan(entry, tests_hash, image_id))]
         pool = executor or LocalPool(self.backend.grade, max_jobs=jobs, on_cancel=self.backend.stop_all)
-        progress = Progress(total=len(entries), reused=len(entries) - len(todo), stream=self.stream)
+        progress = Progress(total=len(entries), reused=len(self.reused), stream=self.stream)
+        for row in self.rows.values():
+            if row["status"] != "graded":  # found before grading: say so now, with the others
+                progress.add(row, timed=False)
         interrupted = False
         try:
             for job in todo:
