@@ -540,9 +540,10 @@ class _Batch:
             return outcome
         file_times = {e.student_id: entry_time(e.source) for e in entries if e.source.exists() and not e.problem}
         gradebook.apply_late_policy(rows, policy, manifest, file_times)
-        outcome.summary = gradebook.write_all(self.out, self.lab, rows, meta={
-            "tests_hash": tests_hash, "image_id": image_id,
-            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        with interrupts.critical():  # the three class files are written together
+            outcome.summary = gradebook.write_all(self.out, self.lab, rows, meta={
+                "tests_hash": tests_hash, "image_id": image_id,
+                "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
         return outcome
 
     def _plan(self, entry: Entry, tests_hash: str, image_id: str) -> GradeJob | None:
