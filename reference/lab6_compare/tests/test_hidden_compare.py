@@ -111,8 +111,11 @@ def _spawn_and_measure(impl) -> int:
     proc = subprocess.Popen([sys.executable, "-c", program], env=impl.env(), cwd=impl.dir,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", "a fresh interpreter could not import compare"
+        for line in proc.stdout:   # compare may print things of its own when imported
+            if line.strip() == "ready":
+                break
+        else:
+            raise AssertionError("a fresh interpreter could not import compare")
         return psutil.Process(proc.pid).memory_full_info().uss
     finally:
         proc.stdin.close()
