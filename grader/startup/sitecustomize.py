@@ -16,9 +16,24 @@ It does nothing else.
 import os
 
 if os.environ.get("IPCLAB_DIAG_DIR"):
+    import atexit
+    import sys
+
     import ipclab_dump
 
     ipclab_dump.install(os.environ["IPCLAB_DIAG_DIR"])
+
+    def _stop_resource_tracker():
+        # multiprocessing's resource tracker outlives the program that started
+        # it by a moment, and would then exit as an orphan of the test process
+        # and be blamed as a zombie. Stopping (and reaping) it here avoids that.
+        tracker = sys.modules.get("multiprocessing.resource_tracker")
+        try:
+            tracker._resource_tracker._stop()
+        except Exception:
+            pass
+
+    atexit.register(_stop_resource_tracker)
 
 if os.environ.get("IPCLAB_PERTURB"):
     import ipclab_perturb
