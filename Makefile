@@ -7,7 +7,7 @@ LABS   := $(sort $(patsubst labs/%/lab.yaml,%,$(wildcard labs/lab*/lab.yaml)))
 # Lab runs: quiet dots, no tracebacks (the score table says why), no short summary.
 LABFLAGS := -q --tb=no -rN -p no:cacheprovider
 
-.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade clean
+.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade worker clean
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ batch: setup
 # Batch throughput, container overhead and parallel efficiency on a generated class.
 bench-grade: setup
 	$(PY) -m grader.batch bench --lab $(or $(LAB),lab2) --size $(or $(SIZE),12)
+	$(PY) -m grader.cluster bench --lab $(or $(LAB),lab2) --size $(or $(SIZE),12)
+
+# make worker SCHEDULER=tcp://HOST:8786: lend this machine to a Dask grading cluster.
+worker: setup
+	$(PY) -m grader worker --scheduler $(SCHEDULER)
 
 # Course distribution (see grader/distribute.py).
 student-bundle: setup
