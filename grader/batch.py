@@ -759,6 +759,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--manifest", type=Path, help="CSV with student_id and submitted_at columns")
     parser.add_argument("--policy", type=Path, help="late policy (YAML); see grader/gradebook.py")
     parser.add_argument("--image", help="runner image (default: the grader's)")
+    parser.add_argument("--cluster", metavar="tcp://HOST:8786",
+                        help="grade on the workers of this Dask scheduler (see `python -m grader worker`)")
+
+
+def _cluster(args):
+    """The Dask executor and the backend that asks the workers (not this machine) for image and Ctrl-C."""
+    from grader import cluster
+
+    executor = cluster.DaskExecutor(args.cluster)
+    backend = dataclasses.replace(docker_backend(), image_id=lambda: executor.image_id(args.image),
+                                  stop_all=executor.stop_all)
+    return executor, backend
 
 
 def main(args) -> int:
@@ -771,15 +783,22 @@ def main(args) -> int:
     except (labs.LabError, gradebook.PolicyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    executor = backend = None
     try:
+        if args.cluster:
+            executor, backend = _cluster(args)
         outcome = run_batch(lab, args.submissions, args.out, jobs=args.jobs, force=args.force,
-                            policy=policy, manifest=manifest, image=args.image)
-    except (RuntimeError, UnpackError) as exc:
+                            policy=policy, manifest=manifest, image=args.image,
+                            backend=backend, executor=executor)
+    except (RuntimeError, UnpackError) as exc:  # cluster.ClusterError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before grading started: nothing to clean up
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if executor is not None:
+            executor.close()
     if not outcome.interrupted:
         counts = outcome.summary["counts"]
         print(f"{lab.id}: {counts['graded']}/{counts['students']} graded ({len(outcome.graded)} now, "

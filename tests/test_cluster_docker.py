@@ -51,13 +51,16 @@ def test_the_worker_command_grades_a_class_like_the_local_batch(tmp_path, engine
         assert offered == [{cluster.CPU: len(cores), cluster.MEMORY: offered[0][cluster.MEMORY]}]
         assert executor.image_id() == batch.docker_backend().image_id()
 
-        remote = batch.run_batch(lab, subs, tmp_path / "cluster", stream=io.StringIO(), executor=executor)
+        # the instructor's command line, end to end
+        remote = subprocess.run([sys.executable, "-m", "grader", "batch", "--lab", "lab2", str(subs),
+                                 "--out", str(tmp_path / "cluster"), "--cluster", lc.address],
+                                cwd=KIT, capture_output=True, text=True, timeout=900)
     finally:
         if executor is not None:
             executor.close()
         lc.stop()
     local = batch.run_batch(lab, subs, tmp_path / "local", jobs=2, stream=io.StringIO())
-    assert remote.exit_code == local.exit_code == 0, (remote.rows, local.rows)
+    assert remote.returncode == local.exit_code == 0, (remote.stdout[-2000:], remote.stderr[-2000:], local.rows)
     assert scores(tmp_path / "cluster") == scores(tmp_path / "local")
     for sid in gradebook(tmp_path / "local"):
         assert sorted(p.name for p in (tmp_path / "cluster" / sid).iterdir()) == \
