@@ -306,6 +306,9 @@ def main(args) -> int:
     except labs.LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not os.path.lexists(args.submission):  # a typo on the command line, not a student's empty hand-in
+        print(f"error: {args.submission} does not exist", file=sys.stderr)
+        return 2
     # SIGTERM cleans up like Ctrl-C: the container is removed on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
