@@ -161,13 +161,10 @@ def expected_tests(lab: labs.Lab) -> list[str]:
 
 def stage_kit(lab: labs.Lab, dest: Path, pytest_args: list[str], output_cap: int) -> None:
     """The read-only /kit: the kit's in-container modules, the lab's tests and yaml. No reference code."""
-    (dest / "grader").mkdir(parents=True)
-    for module in KIT_PACKAGE.glob("*.py"):  # the plugin imports its siblings
-        shutil.copy(module, dest / "grader" / module.name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    # the start-up hook children load: stack dumps on timeout, perturbation
-    if (KIT_PACKAGE / "startup").is_dir():
-        shutil.copytree(KIT_PACKAGE / "startup", dest / "grader" / "startup", ignore=ignore)
+    # The whole package: the plugin imports its siblings and reads their data
+    # (start-up hooks, translations); the rest is never imported in there.
+    shutil.copytree(KIT_PACKAGE, dest / "grader", ignore=ignore)
     lab_dest = dest / "labs" / lab.name
     lab_dest.mkdir(parents=True)
     shutil.copy(lab.folder / "lab.yaml", lab_dest / "lab.yaml")
