@@ -48,16 +48,26 @@ MQUEUE_DIR = Path("/dev/mqueue")
 RUNTIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
+def N_(message: str) -> str:
+    """Marks a message for the catalog (grader/i18n.py); translated when shown."""
+    return message
+
+
 @dataclasses.dataclass
 class Finding:
     """Something a test left behind, with what to do about it."""
 
     kind: str  # process, zombie, shm, semaphore, mqueue, fifo, socket, fd
-    what: str
+    what: str  # a message template, filled from ``details``
     advice: str
+    details: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"{self.what}: {self.advice}"
+        return self.text()
+
+    def text(self, _=lambda message: message) -> str:
+        """``what: advice`` in the student's language (``_`` is a gettext function)."""
+        return f"{_(self.what).format(**self.details)}: {_(self.advice)}"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -261,11 +271,13 @@ class LeakCheck:
             except psutil.Error:
                 continue
             if zombie:
-                found.append(Finding("zombie", f"zombie {describe(proc)}",
-                                     "it exited but its parent never waited for it (os.waitpid / join)"))
+                found.append(Finding("zombie", N_("zombie {process}"),
+                                     N_("it exited but its parent never waited for it (os.waitpid / join)"),
+                                     {"process": describe(proc)}))
             else:
-                found.append(Finding("process", f"left running {describe(proc)}",
-                                     "stop and wait for every process you start before returning"))
+                found.append(Finding("process", N_("left running {process}"),
+                                     N_("stop and wait for every process you start before returning"),
+                                     {"process": describe(proc)}))
         kill_and_reap(new)
         return found
 
@@ -277,16 +289,16 @@ class LeakCheck:
         found = []
         for path in sorted(leaked):
             if Path(path).name.startswith("sem."):
-                found.append(Finding("semaphore", f"left {path}", "call unlink() on the named semaphore when done"))
+                found.append(Finding("semaphore", N_("left {path}"), N_("call unlink() on the named semaphore when done"), {"path": path}))
             else:
-                found.append(Finding("shm", f"left {path}", "call unlink() on the shared memory segment when done"))
+                found.append(Finding("shm", N_("left {path}"), N_("call unlink() on the shared memory segment when done"), {"path": path}))
             _remove(path)
         return found
 
     def _mqueues(self) -> list[Finding]:
         found = []
         for name in sorted(_listdir(MQUEUE_DIR) - self.mqueue):
-            found.append(Finding("mqueue", f"left message queue /{name}", "call unlink() on the queue when done"))
+            found.append(Finding("mqueue", N_("left message queue {name}"), N_("call unlink() on the queue when done"), {"name": f"/{name}"}))
             _remove(MQUEUE_DIR / name)
         return found
 
@@ -295,9 +307,10 @@ class LeakCheck:
         for path, kind in sorted(_special_files(tmp_folder).items()):
             if path in self.specials:
                 continue
-            advice = "remove the FIFO (os.unlink) when the server closes" if kind == "fifo" else \
-                "remove the socket file (os.unlink) when the server stops"
-            found.append(Finding(kind, f"left {kind} {path}", advice))
+            advice = N_("remove the FIFO (os.unlink) when the server closes") if kind == "fifo" else \
+                N_("remove the socket file (os.unlink) when the server stops")
+            what = N_("left FIFO {path}") if kind == "fifo" else N_("left socket file {path}")
+            found.append(Finding(kind, what, advice, {"path": path}))
             _remove(path)
         return found
 
@@ -308,8 +321,8 @@ class LeakCheck:
             # 0-2 are pytest's output capture, swapped for every test
             if fd <= 2 or fd in ours or self.fds.get(fd) == target or target.startswith(_RUNTIME_FILES):
                 continue
-            found.append(Finding("fd", f"file descriptor {fd} ({target}) still open in the test process",
-                                 "close every file, pipe end and socket you open"))
+            found.append(Finding("fd", N_("file descriptor {fd} ({target}) still open in the test process"),
+                                 N_("close every file, pipe end and socket you open"), {"fd": fd, "target": target}))
         return found
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import diagnostics, labs
+from grader import diagnostics, i18n, labs
 
 OUTPUT_CAP = 4096
 MESSAGE_CAP = 300
@@ -84,7 +84,8 @@ class Implementation:
         except BaseException as exc:  # SystemExit and friends too: a submission did it
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            pytest.fail(f"could not import {name}.py: {type(exc).__name__}: {exc}", pytrace=False)
+            message = i18n.gettext("could not import {module}: {error}", i18n.language())
+            pytest.fail(message.format(module=f"{name}.py", error=f"{type(exc).__name__}: {exc}"), pytrace=False)
         origin = Path(getattr(module, "__file__", "") or "").resolve()
         if origin.parent != self.dir:
             pytest.fail(f"{name} was imported from {origin}, not from {self.dir}", pytrace=False)
@@ -106,7 +107,8 @@ class LabSession:
         self.lab = lab
         impl = config.getoption("--impl")
         self.impl = Implementation(Path(impl) if impl else lab.folder)
-        self.lang = config.getoption("--lang") or _language_from_env()
+        self.lang = i18n.language(config.getoption("--lang"))
+        self._ = i18n.translator(self.lang)
         self.results: dict[str, dict] = {}  # nodeid -> result
         self.keys: dict[str, str] = {}  # nodeid -> points key
         self.stress_keys: set[str] = set()
@@ -144,11 +146,11 @@ class LabSession:
         for finding in findings:
             hint = self.lab.hint_for(key, self.lang, [{"when": "leak", "kind": finding.kind}])
             own_hint = self.lab.hint_for(key, self.lang)
-            entry["findings"].append({**finding.as_dict(), "text": str(finding),
+            entry["findings"].append({**finding.as_dict(), "text": finding.text(self._),
                                       "hint": hint if hint != own_hint else None})
         if findings and self.lab.leaks_cost_points and entry["outcome"] == "passed":
             entry["outcome"] = "failed"
-            entry["message"] = f"leaked: {findings[0]}"
+            entry["message"] = self._("leaked: {finding}").format(finding=findings[0].text(self._))
             entry["symptoms"].append({"when": "leak", "kind": findings[0].kind})
 
     # -- scoring -----------------------------------------------------------------
@@ -204,11 +206,6 @@ def _seed(option: str | None) -> int | None:
     if option in (None, "", "0", "off"):
         return None
     return random.randrange(1, 2**31) if option == "random" else int(option)
-
-
-def _language_from_env() -> str:
-    lang = os.environ.get("IPCLAB_LANG") or os.environ.get("LC_ALL") or os.environ.get("LANG") or ""
-    return "ko" if lang.lower().startswith("ko") else "en"
 
 
 def _skip_reason(report) -> str:
@@ -382,7 +379,8 @@ def pytest_timeout_set_timer(item, settings):
         signal.setitimer(signal.ITIMER_REAL, 0)
         item.stash[_STACKS_KEY] = diagnostics.capture_stacks(frame, session.diag_dir)
         summary = item.stash[_STACKS_KEY].split("\n\n", 1)[0].replace("\n", "; ")
-        pytest.fail(f"Timeout: the test did not finish within {settings.timeout:g} s; {summary}", pytrace=False)
+        message = session._("Timeout: the test did not finish within {seconds} s").format(seconds=f"{settings.timeout:g}")
+        pytest.fail(f"{message}; {summary}", pytrace=False)
 
     signal.signal(signal.SIGALRM, on_timeout)
     signal.setitimer(signal.ITIMER_REAL, settings.timeout)
@@ -468,39 +466,43 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = _session(config)
     if session is None:
         return
+    _ = session._
     score = session.score()
     write = terminalreporter.write_line
-    terminalreporter.section(f"{session.lab.id} score: {session.lab.title}", sep="=")
+    terminalreporter.section(_("{lab} score: {title}").format(
+        lab=session.lab.id, title=_(session.lab.title)), sep="=")
     for row in score["rows"]:
         if row["ran"]:
-            _write_row(write, row)
+            _write_row(write, row, _)
     if score["undeclared"]:
-        write(f" (tests with no points in lab.yaml: {', '.join(score['undeclared'])})")
+        write(" (" + _("tests with no points in lab.yaml: {tests}").format(tests=", ".join(score["undeclared"])) + ")")
     if score["perturb_seed"] is not None:
-        write(f" (perturbation on: --perturb {score['perturb_seed']} replays this run)")
+        write(" (" + _("perturbation on: --perturb {seed} replays this run").format(seed=score["perturb_seed"]) + ")")
     tail = ""
     if score["not_run"]:
-        tail = f"   ({_fmt(score['not_run'])} points are in tests not run here: the grader's hidden tests)"
+        tail = "   (" + _("{points} points are in tests not run here: the grader's hidden tests").format(
+            points=_fmt(score["not_run"])) + ")"
     write(f"{session.lab.id}: {_fmt(score['total'])}/{score['max']}{tail}", bold=True)
 
 
-def _write_row(write, row):
+def _write_row(write, row, _):
     indent = " " * 17
     ok = row["passed"] == row["cases"]
     pts = f"{_fmt(row['points'])}/{_fmt(row['max'])}"
     runs = ""
     if row["cases"] > 1 and not ok:
-        runs = f"  (passed {row['passed']}/{row['cases']}{' runs' if row['stress'] else ''})"
+        template = _("passed {passed}/{cases} runs") if row["stress"] else _("passed {passed}/{cases}")
+        runs = "  (" + template.format(passed=row["passed"], cases=row["cases"]) + ")"
     write(f" {'ok  ' if ok else 'FAIL'} {pts:>9}  {row['key']}{runs}")
     if not ok:
         if row["message"]:
-            write(f"{indent}why:  {row['message']}")
+            write(f"{indent}{_('why:')}  {row['message']}")
         if row["hint"]:
-            write(f"{indent}hint: {row['hint']}")
+            write(f"{indent}{_('hint:')} {row['hint']}")
     for finding in row["findings"]:
-        write(f"{indent}leak: {finding['text']}")
+        write(f"{indent}{_('leak:')} {finding['text']}")
         if finding.get("hint"):
-            write(f"{indent}hint: {finding['hint']}")
+            write(f"{indent}{_('hint:')} {finding['hint']}")
 
 
 def _fmt(points: float) -> str:
