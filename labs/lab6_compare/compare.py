@@ -3,7 +3,7 @@
 The course notes end with a table comparing multithreading with
 multiprocessing plus IPC: memory space, communication, synchronisation,
 fault isolation, creation cost and use cases. In this lab you measure every
-row on the machine in front of you. Read README.md first.
+row on the machine in front of you. Read handout.md (or handout.ko.md) first.
 
 Every function takes ``kind``: ``"thread"`` (a ``threading.Thread``) or
 ``"process"`` (a ``multiprocessing.Process``, or a process pool). Any other
