@@ -30,6 +30,10 @@ How a batch survives 1,000 students and an impatient instructor:
   the student's report (a note, and ``rerun_alone`` on the test) and the
   class summary say so.
 
+Language: ``--lang ko`` writes every student's reports and the class's
+summary.html in Korean (default: IPCLAB_LANG, then the locale; see
+``grader/i18n.py``).
+
 Scheduling is the executor's business (``grader/executor.py``): this module
 only submits jobs and reads what completes.
 """
@@ -37,6 +41,7 @@ only submits jobs and reads what completes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 import datetime as dt
 import fcntl
@@ -54,7 +59,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from grader import gradebook, labs
+from grader import gradebook, i18n, labs
 from grader.executor import Completed, Executor, GradeJob, LocalPool, Resources
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")  # what grader.submission unpacks
@@ -90,13 +95,14 @@ class Backend:
     write_reports: Callable[[dict, Path], None]
 
 
-def docker_backend() -> Backend:
-    """The Docker grader of ``grader/grade.py``."""
+def docker_backend(lang: str | None = None) -> Backend:
+    """The Docker grader of ``grader/grade.py``, writing its reports in ``lang``."""
     from grader import grade, reports
 
-    return Backend(grade=grade.grade_submission, tests_hash=grade.tests_hash,
+    lang = i18n.language(lang)
+    return Backend(grade=functools.partial(grade.grade_submission, lang=lang), tests_hash=grade.tests_hash,
                    submission_hash=grade.submission_hash, image_id=grade.runner_image_id,
-                   stop_all=stop_own_containers, write_reports=reports.write_all)
+                   stop_all=stop_own_containers, write_reports=functools.partial(reports.write_all, lang=lang))
 
 
 def stop_own_containers() -> None:
@@ -312,7 +318,7 @@ def graded_row(entry: Entry, report: dict, duration: float) -> dict:
             "tests": report_tests(report), "duration": round(duration, 2)}
 
 
-def merge_rerun(first: dict, rerun: dict) -> dict:
+def merge_rerun(first: dict, rerun: dict, lang: str | None = None) -> dict:
     """``first``'s report with the tests rerun alone replaced by the rerun's outcome.
 
     Each replaced test carries ``rerun_alone: true`` and a note says what
@@ -321,8 +327,9 @@ def merge_rerun(first: dict, rerun: dict) -> dict:
     again = {test["name"]: test for test in rerun.get("tests", [])}
     tests = [dict(again[t["name"]], rerun_alone=True, first_status=t["status"]) if t["name"] in again else t
              for t in first.get("tests", [])]
-    note = ("Timed out while other submissions were being graded, so rerun once with the machine to itself "
-            "(the rerun counts): " + ", ".join(f"{name} ({again[name]['status']})" for name in again) + ".")
+    _ = i18n.translator(i18n.language(lang or first.get("lang") or None))
+    note = _("Timed out while other submissions were being graded, so rerun once with the machine to itself "
+             "(the rerun counts): {tests}.").format(tests=", ".join(f"{name} ({again[name]['status']})" for name in again))
     merged = dict(first, tests=tests, notes=[*first.get("notes", []), note])
     merged["score"] = round(sum(t["points"] for t in tests), 2)
     return merged
@@ -466,9 +473,15 @@ def _exclusive(out: Path):
 def run_batch(lab: labs.Lab, submissions: Path, out: Path, *, jobs: int | None = None, force: bool = False,
               policy: gradebook.LatePolicy | None = None, manifest: dict | None = None,
               image: str | None = None, backend: Backend | None = None,
-              executor: Executor | None = None, stream=None) -> BatchOutcome:
-    """Grade every submission under ``submissions`` into ``out``; see the module docstring."""
-    backend = backend or docker_backend()
+              executor: Executor | None = None, stream=None, lang: str | None = None) -> BatchOutcome:
+    """Grade every submission under ``submissions`` into ``out``; see the module docstring.
+
+    ``lang`` is the language of summary.html and of the notes the batch adds
+    to a report; the students' reports are in the backend's (the default
+    backend's is ``lang`` too).
+    """
+    lang = i18n.language(lang)
+    backend = backend or docker_backend(lang)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out), Interrupts() as interrupts:
@@ -476,7 +489,7 @@ def run_batch(lab: labs.Lab, submissions: Path, out: Path, *, jobs: int | None =
         shutil.rmtree(work, ignore_errors=True)  # a batch killed with SIGKILL left it
         work.mkdir()
         try:
-            batch = _Batch(lab, out, work, backend, force=force, image=image, stream=stream)
+            batch = _Batch(lab, out, work, backend, force=force, image=image, stream=stream, lang=lang)
             return batch.run(Path(submissions), jobs, executor, interrupts, policy, manifest)
         finally:
             interrupts.ignore()
@@ -484,8 +497,8 @@ def run_batch(lab: labs.Lab, submissions: Path, out: Path, *, jobs: int | None =
 
 
 class _Batch:
-    def __init__(self, lab, out, work, backend, *, force, image, stream):
-        self.lab, self.out, self.work, self.backend = lab, out, work, backend
+    def __init__(self, lab, out, work, backend, *, force, image, stream, lang="en"):
+        self.lab, self.out, self.work, self.backend, self.lang = lab, out, work, backend, lang
         self.force, self.image, self.stream = force, image, stream or sys.stderr
         self.ledger = Ledger(out)
         self.rows: dict[str, dict] = {}
@@ -543,7 +556,7 @@ class _Batch:
         with interrupts.critical():  # the three class files are written together
             outcome.summary = gradebook.write_all(self.out, self.lab, rows, meta={
                 "tests_hash": tests_hash, "image_id": image_id,
-                "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}, lang=self.lang)
         return outcome
 
     def _plan(self, entry: Entry, tests_hash: str, image_id: str) -> GradeJob | None:
@@ -584,10 +597,11 @@ class _Batch:
         if first is not None:  # this was the rerun alone of the tests that timed out
             first_job, first_result = tag["first_job"], tag["first_result"]
             if row["status"] == "graded":
-                report = merge_rerun(first_result.report, done.result.report)
+                report = merge_rerun(first_result.report, done.result.report, self.lang)
             else:
-                report = dict(first_result.report, notes=[*first_result.report.get("notes", []),
-                              f"Rerunning the timed-out tests alone failed ({row['reason']}); the first run counts."])
+                note = i18n.gettext("Rerunning the timed-out tests alone failed ({reason}); the first run counts.",
+                                    first_result.report.get("lang") or self.lang).format(reason=row["reason"])
+                report = dict(first_result.report, notes=[*first_result.report.get("notes", []), note])
             self.backend.write_reports(report, first_job.out_dir)
             duration = (done.finished_at - tag["first_started"])
             row = dict(graded_row(entry, report, duration), rerun_alone=tag["rerun"])
@@ -761,6 +775,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image", help="runner image (default: the grader's)")
     parser.add_argument("--cluster", metavar="tcp://HOST:8786",
                         help="grade on the workers of this Dask scheduler (see `python -m grader worker`)")
+    parser.add_argument("--lang", choices=i18n.LANGUAGES, default=None,
+                        help="language of the students' reports and of summary.html (default: IPCLAB_LANG, then the locale)")
 
 
 def _cluster(args):
@@ -768,7 +784,7 @@ def _cluster(args):
     from grader import cluster
 
     executor = cluster.DaskExecutor(args.cluster)
-    backend = dataclasses.replace(docker_backend(), image_id=lambda: executor.image_id(args.image),
+    backend = dataclasses.replace(docker_backend(getattr(args, "lang", None)), image_id=lambda: executor.image_id(args.image),
                                   stop_all=executor.stop_all)
     return executor, backend
 
@@ -789,7 +805,7 @@ def main(args) -> int:
             executor, backend = _cluster(args)
         outcome = run_batch(lab, args.submissions, args.out, jobs=args.jobs, force=args.force,
                             policy=policy, manifest=manifest, image=args.image,
-                            backend=backend, executor=executor)
+                            backend=backend, executor=executor, lang=getattr(args, "lang", None))
     except (RuntimeError, UnpackError) as exc:  # cluster.ClusterError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 2

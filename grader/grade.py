@@ -66,7 +66,7 @@ import time
 from pathlib import Path
 
 from grader import image as runner_image
-from grader import labs, reports, sandbox, submission as submissions
+from grader import i18n, labs, reports, sandbox, submission as submissions
 
 COLLECT_CACHE = Path(os.environ.get("IPCLAB_CACHE", Path.home() / ".cache" / "ipclab")) / "collect"
 KIT_PACKAGE = Path(__file__).resolve().parent
@@ -209,18 +209,19 @@ def container_pytest_args(lab: labs.Lab, only_tests: list[str] | None) -> list[s
 
 def grade_submission(lab: labs.Lab, submission: Path, out_dir: Path, *, image: str | None = None,
                      cpuset: str | None = None, only_tests: list[str] | None = None,
-                     student_id: str | None = None) -> GradeResult:
+                     student_id: str | None = None, lang: str | None = None) -> GradeResult:
     """Grade ``submission`` against ``lab`` and write the reports into ``out_dir``.
 
     ``only_tests`` (points keys such as ``"test_x.py::test_y"``) runs just
-    those tests; ``cpuset`` pins the container (``"0"`` or ``"0-1"``).
+    those tests; ``cpuset`` pins the container (``"0"`` or ``"0-1"``);
+    ``lang`` (``en``, ``ko``) is the reports' language (default: IPCLAB_LANG, then the locale).
     Never raises for a bad submission or a grader error: see the module doc.
     """
     started = time.time()
     submission, out_dir = Path(submission), Path(out_dir)
     ctx = reports.Context(lab=lab, submission=submission, student_id=student_id or _student_id(submission),
                           kit_version=runner_image.kit_version(), image_tag=image or runner_image.image_tag(),
-                          started_at=started, only_tests=only_tests)
+                          started_at=started, only_tests=only_tests, lang=i18n.language(lang))
     try:
         ctx.submission_sha256 = submission_hash(submission)
     except OSError as exc:
@@ -295,6 +296,8 @@ def add_arguments(parser):
     parser.add_argument("--cpuset", help="pin the container to these CPUs, e.g. 0 or 0-1")
     parser.add_argument("--only", action="append", metavar="TEST", help="only this test key (repeatable)")
     parser.add_argument("--student", help="student id written in the reports (default: the submission's name)")
+    parser.add_argument("--lang", choices=i18n.LANGUAGES, default=None,
+                        help="language of the reports' hints and feedback (default: IPCLAB_LANG, then the locale)")
 
 
 def main(args) -> int:
@@ -310,7 +313,7 @@ def main(args) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result = grade_submission(lab, args.submission, args.out, image=args.image, cpuset=args.cpuset,
-                                  only_tests=args.only, student_id=args.student)
+                                  only_tests=args.only, student_id=args.student, lang=getattr(args, "lang", None))
     except KeyboardInterrupt:
         print("interrupted: nothing was graded, the container was removed", file=sys.stderr)
         return 130

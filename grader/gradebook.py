@@ -35,10 +35,14 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from grader import labs
+from grader import i18n, labs
 
 TEMPLATE = "summary.html.j2"
 SLOWEST = 10
+# Fonts with Hangul for the charts' labels (Debian: fonts-noto-cjk); the first one found is used.
+CJK_FONTS = ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+             "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+             "/usr/share/fonts/opentype/noto/NotoSansCJKkr-Regular.otf")
 
 # -- the late policy ----------------------------------------------------------------------
 
@@ -290,37 +294,57 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def charts(summary: dict) -> dict[str, str]:
-    """The score histogram and the per-test pass-rate chart, as embeddable PNG data URLs."""
+def _cjk_font():
+    """FontProperties of a font with Hangul, or None (the labels then need no more than DejaVu Sans)."""
+    from matplotlib import font_manager
+
+    for path in CJK_FONTS:
+        if Path(path).is_file():
+            return font_manager.FontProperties(fname=path)
+    return None
+
+
+def charts(summary: dict, lang: str | None = None) -> dict[str, str]:
+    """The score histogram and the per-test pass-rate chart, as embeddable PNG data URLs.
+
+    The axis labels come from the message catalog in ``lang``; Korean labels
+    are drawn with a CJK font (fonts-noto-cjk), so no glyph is missing.
+    """
     import matplotlib
     matplotlib.use("Agg")  # no display: render to memory
     from matplotlib.figure import Figure  # a Figure not tied to pyplot's global state: thread-safe
+
+    _ = i18n.translator(i18n.language(lang))
+    font = _cjk_font() if i18n.language(lang) != "en" else None
+    label = {"fontproperties": font} if font is not None else {}
 
     scores = [r["final_score"] if r.get("final_score") is not None else r["score"]
               for r in summary["students"] if r["status"] == "graded"]
     hist = Figure(figsize=(7, 3))
     ax = hist.subplots()
     ax.hist(scores, bins=range(0, 105, 5), color="#4c72b0", edgecolor="white")
-    ax.set_xlabel("final score")
-    ax.set_ylabel("students")
+    ax.set_xlabel(_("final score"), **label)
+    ax.set_ylabel(_("students"), **label)
     ax.set_xlim(0, 100)
 
     tests = [t for t in summary["tests"] if t["pass_rate"] is not None]
     rates = Figure(figsize=(7, max(2.0, 0.3 * len(tests) + 0.8)))
     ax = rates.subplots()
     ax.barh([t["test"] for t in tests][::-1], [100 * t["pass_rate"] for t in tests][::-1], color="#55a868")
-    ax.set_xlabel("% of graded submissions passing")
+    ax.set_xlabel(_("percent of graded submissions passing"), **label)
     ax.set_xlim(0, 100)
     ax.tick_params(axis="y", labelsize=8)
     return {"histogram": _png(hist), "pass_rates": _png(rates)}
 
 
-def summary_html(summary: dict, template_dir: Path | None = None) -> str:
+def summary_html(summary: dict, template_dir: Path | None = None, lang: str | None = None) -> str:
+    """summary.html in ``lang`` (default: :func:`i18n.language`)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir or labs.KIT_ROOT / "templates")),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.get_template(TEMPLATE).render(summary=summary, charts=charts(summary))
+    lang = i18n.language(lang)
+    env = i18n.jinja_env(lang, loader=jinja2.FileSystemLoader(str(template_dir or labs.KIT_ROOT / "templates")),
+                         autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template(TEMPLATE).render(summary=summary, charts=charts(summary, lang))
 
 
 # -- writing -----------------------------------------------------------------------------------------
@@ -340,10 +364,11 @@ def write_atomically(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_all(out: Path, lab: labs.Lab, rows: list[dict], *, meta: dict | None = None) -> dict:
-    """Write gradebook.csv, summary.json and summary.html into ``out``; return the summary."""
+def write_all(out: Path, lab: labs.Lab, rows: list[dict], *, meta: dict | None = None,
+              lang: str | None = None) -> dict:
+    """Write gradebook.csv, summary.json and summary.html (in ``lang``) into ``out``; return the summary."""
     summary = summarize(lab, rows, meta=meta)
     write_atomically(out / "gradebook.csv", gradebook_csv(lab, rows))
     write_atomically(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str))
-    write_atomically(out / "summary.html", summary_html(summary))
+    write_atomically(out / "summary.html", summary_html(summary, lang=lang))
     return summary

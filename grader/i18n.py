@@ -54,16 +54,28 @@ def gettext(message: str, lang: str) -> str:
     return translations(lang).gettext(message)
 
 
+def N_(message: str) -> str:
+    """Mark ``message`` for the catalog without translating it (it is translated where it is shown)."""
+    return message
+
+
 def translator(lang: str):
     """A ``_`` function for one language: ``_ = translator("ko"); _("hint")``."""
     return translations(lang).gettext
 
 
 def jinja_env(lang: str, **options):
-    """A Jinja2 environment whose templates speak ``lang`` (``{{ _("...") }}``, ``{% trans %}``)."""
+    """A Jinja2 environment whose templates speak ``lang`` (``{{ _("...") }}``, ``{% trans %}``).
+
+    ``options`` go to :class:`jinja2.Environment` (``loader``, ``autoescape``,
+    ``undefined``...). Placeholders are Jinja2's newstyle ones:
+    ``{{ _("Hint: %(hint)s", hint=row.hint) }}``; every template also sees
+    ``lang`` (for ``<html lang="{{ lang }}">``).
+    """
     import jinja2
 
-    env = jinja2.Environment(extensions=["jinja2.ext.i18n"], **options)
+    extensions = ["jinja2.ext.i18n", *options.pop("extensions", [])]
+    env = jinja2.Environment(extensions=extensions, **options)
     env.install_gettext_translations(translations(lang), newstyle=True)
     env.globals["lang"] = lang
     return env

@@ -32,6 +32,12 @@ trustworthy result earns nothing.
 For a grader error only report.json and report.html are written, and stale
 results.json/junit.xml are removed: Gradescope must show "autograder failed",
 never a zero.
+
+Language: hints, the grader's own sentences about a test, the feedback in
+results.json and every word of report.html are in the student's language
+(``lang``: ``en`` or ``ko``, default :func:`grader.i18n.language`), from the
+message catalog of grader/i18n.py; report.json records it as ``lang``.
+junit.xml is for CI and instructors, and stays in English.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from pathlib import Path
 
 import jinja2
 
-from grader import labs
+from grader import i18n, labs
 
 SCHEMA_VERSION = 1
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -74,6 +80,7 @@ class Context:
     run: object = None                # sandbox.RunResult
     not_run_reason: str = ""          # no test could run: why
     error: str = ""                   # grader error: why
+    lang: str = ""                    # the student's language; "" = i18n.language()
 
     def grader_error(self, why: str) -> None:
         self.error = why
@@ -120,8 +127,9 @@ def _read_run(ctx: Context) -> tuple[dict, dict, str]:
             end = line
         elif kind == "harness_error":
             ctx.grader_error(f"the in-container harness failed: {line.get('error')}")
+    _ = i18n.translator(_lang(ctx))
     for norm in seen_twice:
-        results[norm] = {"outcome": "no_result", "message": "this test reported twice: neither result is trusted"}
+        results[norm] = {"outcome": "no_result", "message": _("this test reported twice: neither result is trusted")}
     if events["result_channel"] != "intact":
         # A forger sends its lies before the kit notices: once the channel is
         # broken, no result of this run is trusted, not even the earlier ones.
@@ -149,24 +157,32 @@ def _read_run(ctx: Context) -> tuple[dict, dict, str]:
     return results, events, why_missing
 
 
-def _after(last_test: str | None) -> str:
-    return f"after {last_test}" if last_test else "before any test reported"
+def _lang(ctx: Context) -> str:
+    return i18n.language(ctx.lang or None)
+
+
+def _after(last_test: str | None, _=i18n.translator("en")) -> str:
+    return _("after {test}").format(test=last_test) if last_test else _("before any test reported")
 
 
 def _why_missing(ctx: Context, events: dict, kinds: set, end: dict, last_test: str | None) -> str:
+    _ = i18n.translator(_lang(ctx))
     if events["wall_clock_killed"]:
-        return (f"the whole run passed the wall-clock limit of {ctx.limits.get('wall_clock', 0):g} s and the "
-                f"container was killed")
+        return _("the whole run passed the wall-clock limit of {seconds} s and the container was killed").format(
+            seconds=f"{ctx.limits.get('wall_clock', 0):g}")
     if events["oom_killed"]:
-        return f"the container ran out of memory (limit {ctx.limits.get('memory')}) and was killed"
+        return _("the container ran out of memory (limit {limit}) and was killed").format(limit=ctx.limits.get("memory"))
     if events["result_channel"] != "intact":
-        return f"no result of this run is trusted: the result channel was {events['result_channel']}"
+        return _("no result of this run is trusted: the result channel was {state}").format(
+            state=events["result_channel"])
     if end and "done" not in kinds:
         status = end.get("exit")
-        how = f"was killed by signal {-status}" if isinstance(status, int) and status < 0 else f"exited with status {status}"
-        return (f"the test process {how} {_after(last_test)}, before reporting this test "
-                f"(did the submission call os._exit, sys.exit or kill its test runner?)")
-    return "no result was reported for this test"
+        how = (_("was killed by signal {signal}").format(signal=-status) if isinstance(status, int) and status < 0
+               else _("exited with status {status}").format(status=status))
+        return _("the test process {how} {when}, before reporting this test "
+                 "(did the submission call os._exit, sys.exit or kill its test runner?)").format(
+            how=how, when=_after(last_test, _))
+    return _("no result was reported for this test")
 
 
 # -- scoring --------------------------------------------------------------------------
@@ -182,7 +198,8 @@ def _case_status(entry: dict) -> str:
 _STATUS_ORDER = ["no_result", "timeout", "error", "failed", "skipped", "not_run", "passed"]
 
 
-def score_rows(ctx: Context, results: dict, why_missing: str, lang: str = "en") -> list[dict]:
+def score_rows(ctx: Context, results: dict, why_missing: str, lang: str | None = None) -> list[dict]:
+    lang = i18n.language(lang or ctx.lang or None)
     cases_by_key: dict[str, list[str]] = {}
     for norm in ctx.expected:
         cases_by_key.setdefault(labs.test_key(norm), []).append(norm)
@@ -206,7 +223,8 @@ def score_rows(ctx: Context, results: dict, why_missing: str, lang: str = "en") 
                 feedback = f"{label} {entry.get('message') or ''}".strip()[:FEEDBACK_CAP]
                 output = str(entry.get("output") or "")[:FEEDBACK_CAP]
         if not cases:
-            statuses, feedback = ["no_result"], "this test was not collected: the lab's tests and lab.yaml disagree"
+            statuses = ["no_result"]
+            feedback = i18n.gettext("this test was not collected: the lab's tests and lab.yaml disagree", lang)
         passed = statuses.count("passed")
         worst = min(statuses, key=_STATUS_ORDER.index)
         earned = spec.points * passed / len(statuses)
@@ -220,8 +238,9 @@ def score_rows(ctx: Context, results: dict, why_missing: str, lang: str = "en") 
     return rows
 
 
-def build(ctx: Context, finished_at: float) -> dict:
-    """The report.json document."""
+def build(ctx: Context, finished_at: float, lang: str | None = None) -> dict:
+    """The report.json document, in ``lang`` (default: ``ctx.lang``, else :func:`i18n.language`)."""
+    ctx.lang = i18n.language(lang or ctx.lang or None)
     results, events, why_missing = ({}, {}, "")
     if ctx.run is not None:
         results, events, why_missing = _read_run(ctx)
@@ -241,7 +260,7 @@ def build(ctx: Context, finished_at: float) -> dict:
                        total_seconds=round(finished_at - ctx.started_at, 3))
     return {
         "schema": "ipclab-report", "schema_version": SCHEMA_VERSION,
-        "status": status, "reason": reason,
+        "status": status, "reason": reason, "lang": ctx.lang,
         "lab": {"id": ctx.lab.id, "name": ctx.lab.name, "title": ctx.lab.title},
         "submission": {"id": ctx.student_id, "path": str(ctx.submission), "sha256": ctx.submission_sha256},
         "kit_version": ctx.kit_version,
@@ -264,17 +283,17 @@ def build(ctx: Context, finished_at: float) -> dict:
 
 def _limit_notes(ctx: Context, events: dict, stats: dict) -> list[str]:
     """Sentences for the limits the submission ran into."""
-    notes = []
+    notes, _ = [], i18n.translator(_lang(ctx))
     if events.get("output_truncated"):
-        notes.append(f"The tests' output was cut after {ctx.limits.get('output')}: "
-                     f"{events['output_dropped_bytes']:,} more bytes were dropped.")
+        notes.append(_("The tests' output was cut after {size}: {dropped} more bytes were dropped.").format(
+            size=ctx.limits.get("output"), dropped=f"{events['output_dropped_bytes']:,}"))
     pids = ctx.limits.get("pids")
     if pids and stats.get("peak_processes", 0) >= pids:
-        notes.append(f"The submission reached the limit of {pids} processes (a fork bomb?); "
-                     f"further fork() calls failed.")
+        notes.append(_("The submission reached the limit of {pids} processes (a fork bomb?); "
+                       "further fork() calls failed.").format(pids=pids))
     if events.get("leftover_processes"):
         cmds = ", ".join(p.get("cmd", "?")[:60] for p in events["leftover_processes"][:3])
-        notes.append(f"Processes still running after the tests were killed: {cmds}.")
+        notes.append(_("Processes still running after the tests were killed: {commands}.").format(commands=cmds))
     return notes
 
 
@@ -304,27 +323,33 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_all(report: dict, out_dir: Path) -> None:
+def write_all(report: dict, out_dir: Path, lang: str | None = None) -> None:
+    """Write the reports; ``lang`` defaults to the report's own (``report["lang"]``)."""
+    lang = i18n.language(lang or report.get("lang") or None)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
     try:
-        html = render_html(report)
+        html = render_html(report, lang=lang)
     except Exception as exc:  # the JSON report must survive a template bug
         html = f"<!DOCTYPE html><title>report</title><p>report.html could not be rendered ({type(exc).__name__}); see report.json</p>"
     _write_atomically(out_dir / "report.html", html)
     if report["status"] == "graded":
-        _write_atomically(out_dir / "results.json", json.dumps(gradescope(report), indent=2, ensure_ascii=False))
+        _write_atomically(out_dir / "results.json", json.dumps(gradescope(report, lang=lang), indent=2, ensure_ascii=False))
         _write_atomically(out_dir / "junit.xml", junit_xml(report))
     else:
         for stale in ("results.json", "junit.xml"):
             (out_dir / stale).unlink(missing_ok=True)
 
 
-def gradescope(report: dict) -> dict:
-    """Gradescope's results.json: hidden tests stay hidden until grades are published."""
+def gradescope(report: dict, lang: str | None = None) -> dict:
+    """Gradescope's results.json: hidden tests stay hidden until grades are published.
+
+    The feedback (``output``) is in ``lang`` (default: the report's own).
+    """
+    _ = i18n.translator(i18n.language(lang or report.get("lang") or None))
     tests = []
     for row in report["tests"]:
-        text = "\n".join(filter(None, [row["feedback"], f"Hint: {row['hint']}" if row["hint"] else ""]))
+        text = "\n".join(filter(None, [row["feedback"], _("Hint: {hint}").format(hint=row["hint"]) if row["hint"] else ""]))
         tests.append({
             "name": row["name"], "score": row["points"], "max_score": row["max"],
             "status": "passed" if row["status"] == "passed" else "failed",
@@ -371,8 +396,10 @@ def junit_xml(report: dict) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def render_html(report: dict) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]),
-                             undefined=jinja2.StrictUndefined)
+def render_html(report: dict, lang: str | None = None) -> str:
+    """report.html in ``lang`` (default: the report's own, else :func:`i18n.language`)."""
+    env = i18n.jinja_env(i18n.language(lang or report.get("lang") or None),
+                         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                         autoescape=jinja2.select_autoescape(["html", "j2"]),
+                         undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2").render(report=report, generated=time.strftime("%Y-%m-%d %H:%M"))
