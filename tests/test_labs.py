@@ -40,8 +40,12 @@ def test_lab_yaml_is_complete(lab):
 
 
 def test_handout_exists_and_says_how_to_test(lab):
-    handout = (lab.folder / "README.md").read_text(encoding="utf-8")
-    assert f"make test-{lab.id}" in handout
+    """README.md points to the handouts; both handouts (English, Korean) say how to test."""
+    for name in ("README.md", "handout.md", "handout.ko.md"):
+        path = lab.folder / name
+        assert path.is_file(), f"{lab.name}/{name} is missing"
+        text = path.read_text(encoding="utf-8")
+        assert f"make test-{lab.id}" in text, f"{lab.name}/{name} never says make test-{lab.id}"
 
 
 def _functions(tree):
