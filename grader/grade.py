@@ -268,7 +268,7 @@ def _grade_in(ctx: reports.Context, tmp: Path, image: str | None, cpuset: str | 
     limits = sandbox.limits_for(lab.resources, timeouts)
     ctx.limits = limits.as_dict()
 
-    prepared = submissions.prepare(ctx.submission, lab.modules, tmp / "in")
+    prepared = submissions.prepare(ctx.submission, lab.modules, tmp / "in", lang=ctx.lang or None)
     ctx.problems += prepared.problems
     ctx.notes += prepared.notes
     if not prepared.runnable:

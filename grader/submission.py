@@ -28,6 +28,8 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from grader import i18n
+
 MAX_BYTES = 20 * 1024 * 1024
 MAX_FILES = 2000
 _IGNORED = {"__pycache__", "__MACOSX", ".git", ".DS_Store", ".pytest_cache", ".venv"}
@@ -65,8 +67,13 @@ def submission_hash(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def prepare(submission: Path, modules: list[str], dest: Path) -> Prepared:
-    """Unpack ``submission`` into ``dest/submission`` and check it against ``modules``."""
+def prepare(submission: Path, modules: list[str], dest: Path, lang: str | None = None) -> Prepared:
+    """Unpack ``submission`` into ``dest/submission`` and check it against ``modules``.
+
+    The sentences about missing modules, syntax errors and extra files are in
+    ``lang`` (default: :func:`grader.i18n.language`); the rarer reasons an
+    archive is refused stay in English.
+    """
     unpacked = dest / "unpacked"
     folder = dest / "submission"
     unpacked.mkdir(parents=True)
@@ -82,7 +89,7 @@ def prepare(submission: Path, modules: list[str], dest: Path) -> Prepared:
             continue
         target = folder / item.name
         shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
-    return _check(folder, modules, notes)
+    return _check(folder, modules, notes, i18n.translator(i18n.language(lang)))
 
 
 def _unpack(source: Path, dest: Path, notes: list[str]) -> None:
@@ -234,7 +241,7 @@ def _lab_root(unpacked: Path, modules: list[str]) -> Path:
     return unpacked
 
 
-def _check(folder: Path, modules: list[str], notes: list[str]) -> Prepared:
+def _check(folder: Path, modules: list[str], notes: list[str], _=i18n.translator("en")) -> Prepared:
     present = sorted(p.name for p in folder.rglob("*") if p.is_file())
     found = [m for m in modules if (folder / m).is_file()]
     missing = [m for m in modules if m not in found]
@@ -242,23 +249,26 @@ def _check(folder: Path, modules: list[str], notes: list[str]) -> Prepared:
     for module in missing:
         guess = difflib.get_close_matches(module, [p for p in present if p.endswith(".py")] or present, n=1, cutoff=0.6)
         if guess:
-            problems.append(f"{module} is missing (is {guess[0]} meant to be {module}? file names must match exactly)")
+            problems.append(_("{module} is missing (is {guess} meant to be {module}? file names must match exactly)").format(
+                module=module, guess=guess[0]))
         else:
-            problems.append(f"{module} is missing from the submission")
+            problems.append(_("{module} is missing from the submission").format(module=module))
     for module in found:
         source = (folder / module).read_bytes()
         try:
             compile(source, module, "exec", dont_inherit=True)
         except SyntaxError as exc:
-            problems.append(f"{module} has a syntax error on line {exc.lineno}: {exc.msg}")
+            problems.append(_("{module} has a syntax error on line {line}: {error}").format(
+                module=module, line=exc.lineno, error=exc.msg))
         except ValueError as exc:  # e.g. null bytes
-            problems.append(f"{module} cannot be compiled: {exc}")
+            problems.append(_("{module} cannot be compiled: {error}").format(module=module, error=exc))
     extra = [p for p in present if p not in modules]
     if extra:
-        notes.append(f"extra files kept next to the modules: {', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}")
+        notes.append(_("extra files kept next to the modules: {files}").format(
+            files=", ".join(extra[:10]) + (" ..." if len(extra) > 10 else "")))
     if not present:
-        problems.append("the submission is empty")
+        problems.append(_("the submission is empty"))
     runnable = bool(found)
     if not found and present:
-        problems.append("none of the lab's files (" + ", ".join(modules) + ") is in the submission")
+        problems.append(_("none of the lab's files ({modules}) is in the submission").format(modules=", ".join(modules)))
     return Prepared(folder, runnable, problems, notes, found, missing)
