@@ -47,6 +47,7 @@ error, never a zero.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pwd
@@ -67,6 +68,7 @@ from grader import labs
 SOURCE = Path("/autograder/source")
 VENV = Path("/opt/ipclab-venv")
 STUDENT_USER = "ipclab-student"
+_PR_SET_CHILD_SUBREAPER = 36
 KIT, WORK, SUBMISSION_COPY = Path("/kit"), Path("/work"), Path("/work/submission")
 REQUIREMENTS = ["pytest>=7.4", "pytest-timeout>=2.2", "PyYAML>=6", "Jinja2>=3.1", "psutil>=5.9",
                 "posix_ipc>=1.1", "redis>=5", "matplotlib>=3.7", "numpy", "async-timeout>=4.0.3"]
@@ -244,12 +246,14 @@ def run_tests(kit_source: Path, submission: Path, limits, autograder: Path):
                             env=env, cwd="/")
     lines, unparsed, killed = [], 0, False
     try:
-        stdout = _read_until(proc, started + limits.wall_clock)
-        killed = stdout is None
-        if killed:
-            proc.kill()
-            kill_user(uid)
-            stdout = proc.stdout.read()
+        stdout, killed = _read_until(proc, started + limits.wall_clock)
+        if killed:  # the lines read so far still count, as when the container grader kills a container
+            kill_user(uid)  # the tests first: the supervisor then reaps them, says "end" and exits
+            rest, late = _read_until(proc, time.monotonic() + 10)
+            stdout += rest
+            if late:
+                proc.kill()
+                stdout += proc.stdout.read()
         for raw in stdout.splitlines():
             try:
                 lines.append(json.loads(raw))
@@ -269,20 +273,20 @@ def run_tests(kit_source: Path, submission: Path, limits, autograder: Path):
                              stderr_tail=stderr[-2000:], unparsed_lines=unparsed)
 
 
-def _read_until(proc: subprocess.Popen, deadline: float) -> bytes | None:
-    """Everything the supervisor writes to stdout, or None when the deadline passed first."""
+def _read_until(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bool]:
+    """What the supervisor wrote to stdout by its end or the deadline, and whether the deadline came first."""
     chunks = []
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return None
+            return b"".join(chunks), True
         if not selector.select(timeout=min(left, 1.0)):
             continue
         data = os.read(proc.stdout.fileno(), 1 << 16)
         if not data:
-            return b"".join(chunks)
+            return b"".join(chunks), False
         chunks.append(data)
 
 
@@ -305,14 +309,19 @@ def kill_user(uid: int, rounds: int = 20) -> None:
 
 
 def _processes_of(uid: int) -> list[int]:
+    """Live processes of ``uid`` (zombies are dead already: only their parent can reap them)."""
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    found.append(int(name))
-            except OSError:
+                if os.stat(f"/proc/{name}").st_uid != uid:
+                    continue
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    state = f.read().rpartition(b")")[2].split()[0]
+            except (OSError, IndexError):
                 continue
+            if state != b"Z":
+                found.append(int(name))
     return found
 
 
@@ -336,6 +345,8 @@ def supervise(config: dict) -> int:
     """
     from grader import harness
 
+    # Orphans of the tests (daemons, a fork bomb's children) become ours, so they are reaped, not zombies.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     run_config = json.loads((KIT / "run.json").read_text())
     harness.emit("start", pid=os.getpid(), time=time.time())
     key = os.urandom(32)
@@ -380,6 +391,7 @@ def supervise(config: dict) -> int:
     status = proc.wait()
     leftovers = [{"pid": pid, "cmd": _cmdline(pid)} for pid in _processes_of(config["uid"])]
     kill_user(config["uid"])
+    harness.reap()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     stats = {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
              "peak_memory_bytes": usage.ru_maxrss * 1024, "peak_processes": peak}

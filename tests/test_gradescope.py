@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from graderkit import require_engine
+from graderkit import make_demo_kit, require_engine
 from grader import gradescope, image, labs
 
 KIT = Path(__file__).resolve().parents[1]
@@ -130,55 +130,120 @@ def grade_in(container, files: dict[str, bytes]) -> tuple[int, str, dict | None]
     return code, output, doc
 
 
-@pytest.mark.docker
-def test_run_autograder_in_a_gradescope_layout(tmp_path):
-    client = require_engine()
-    lab, path = build(tmp_path, "lab3")
+def zip_files(path: Path) -> tuple[dict[str, bytes], dict[str, int]]:
     with zipfile.ZipFile(path) as zf:
-        source = {info.filename: zf.read(info) for info in zf.infolist()}
-        modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in zf.infolist()}
-    wheels = wheelhouse(source["requirements.txt"].decode())
+        return ({info.filename: zf.read(info) for info in zf.infolist()},
+                {info.filename: (info.external_attr >> 16) & 0o777 for info in zf.infolist()})
+
+
+def install(container, path: Path) -> None:
+    """What Gradescope does with an uploaded zip: unzip into /autograder/source, run_autograder beside it."""
+    files, modes = zip_files(path)
+    container.exec_run(["sh", "-c", "rm -rf /autograder/source && mkdir -p /autograder/source"], user="root")
+    container.put_archive("/autograder/source", tar_of(files, modes))
+    container.exec_run(["cp", "/autograder/source/run_autograder", "/autograder/run_autograder"], user="root")
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    """A container laid out like Gradescope's, with lab 3's zip installed and its setup.sh run."""
+    client = require_engine()
+    lab, path = build(tmp_path_factory.mktemp("gradescope"), "lab3")
+    wheels = wheelhouse(zip_files(path)[0]["requirements.txt"].decode())
     container = client.containers.run(image.image_tag(), ["sleep", "infinity"], user="root", detach=True,
                                       network_mode="none", volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
                                       labels={"org.ipclab.test": "gradescope"}, shm_size="1g")
     try:
-        container.exec_run(["mkdir", "-p", "/autograder/source"], user="root")
-        container.put_archive("/autograder/source", tar_of(source, modes))
-        container.exec_run(["cp", "/autograder/source/run_autograder", "/autograder/run_autograder"], user="root")
+        install(container, path)
         code, out = container.exec_run(["bash", "/autograder/source/setup.sh"], user="root",
                                        environment={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/wheels"})
         assert code == 0, f"setup.sh failed: {out.decode()[-3000:]}"
-
-        reference = {f"lab3/{m}": (lab.reference_dir / m).read_bytes() for m in lab.modules}  # one folder down
-        code, out, doc = grade_in(container, reference)
-        assert code == 0 and doc is not None, out[-3000:]
-        validate_results(doc)
-        assert doc["score"] == 100, out[-3000:]
-        hidden = {t["name"] for t in doc["tests"] if t["visibility"] == "after_published"}
-        assert hidden == {key for key, spec in lab.tests.items() if spec.hidden} and hidden
-
-        fixture = FIXTURES / "lab3" / "no_mutex"
-        must_fail = _must_fail(fixture)
-        broken = {m: (lab.reference_dir / m).read_bytes() for m in lab.modules}
-        broken.update({p.name: p.read_bytes() for p in fixture.glob("*.py")})
-        code, out, doc = grade_in(container, broken)
-        assert code == 0 and doc is not None, out[-3000:]
-        validate_results(doc)
-        scores = {t["name"]: t for t in doc["tests"]}
-        for key in must_fail:
-            assert scores[key]["score"] < scores[key]["max_score"], f"{key} should catch {fixture.name}: {out[-2000:]}"
-        assert doc["score"] < 100
-
-        # A submission without the lab's files is graded (to 0, saying why), not an autograder error.
-        code, out, doc = grade_in(container, {"notes.txt": b"forgot the code"})
-        assert code == 0 and doc is not None, out[-3000:]
-        validate_results(doc)
-        assert doc["score"] == 0 and "ringbuffer.py" in doc["output"]
-        # Nothing of the student user is left running between submissions.
-        leftover = container.exec_run(["pgrep", "-u", gradescope.STUDENT_USER], user="root")
-        assert leftover.exit_code == 1, leftover.output.decode()
+        yield container
     finally:
         container.remove(force=True)
+
+
+def no_student_processes(container) -> None:
+    leftover = container.exec_run(["pgrep", "-a", "-u", gradescope.STUDENT_USER], user="root")
+    assert leftover.exit_code == 1, f"processes of the student user left running: {leftover.output.decode()}"
+
+
+@pytest.mark.docker
+def test_lab3_reference_broken_and_empty(box, tmp_path):
+    lab, path = build(tmp_path, "lab3")
+    install(box, path)
+    reference = {f"lab3/{m}": (lab.reference_dir / m).read_bytes() for m in lab.modules}  # one folder down
+    code, out, doc = grade_in(box, reference)
+    assert code == 0 and doc is not None, out[-3000:]
+    validate_results(doc)
+    assert doc["score"] == 100, out[-3000:]
+    hidden = {t["name"] for t in doc["tests"] if t["visibility"] == "after_published"}
+    assert hidden == {key for key, spec in lab.tests.items() if spec.hidden} and hidden
+
+    fixture = FIXTURES / "lab3" / "no_mutex"
+    broken = {m: (lab.reference_dir / m).read_bytes() for m in lab.modules}
+    broken.update({p.name: p.read_bytes() for p in fixture.glob("*.py")})
+    code, out, doc = grade_in(box, broken)
+    assert code == 0 and doc is not None, out[-3000:]
+    validate_results(doc)
+    scores = {t["name"]: t for t in doc["tests"]}
+    for key in _must_fail(fixture):
+        assert scores[key]["score"] < scores[key]["max_score"], f"{key} should catch {fixture.name}: {out[-2000:]}"
+    assert doc["score"] < 100
+
+    # A submission without the lab's files is graded (to 0, saying why), not an autograder error.
+    code, out, doc = grade_in(box, {"notes.txt": b"forgot the code"})
+    assert code == 0 and doc is not None, out[-3000:]
+    validate_results(doc)
+    assert doc["score"] == 0 and "ringbuffer.py" in doc["output"]
+    no_student_processes(box)
+
+
+ATTACK = """\
+import json, os, subprocess, sys
+fake = {"score": 100, "execution_time": 1, "output": "", "tests": []}
+for path in ("/autograder/results/results.json", "/autograder/source/kit/labs/lab3_shm/tests/test_ringbuffer.py",
+             "/kit/labs/lab3_shm/tests/test_ringbuffer.py", "/kit/grader/plugin.py"):
+    try:
+        with open(path, "w") as f:
+            json.dump(fake, f)
+    except OSError:
+        pass
+subprocess.Popen(["sleep", "4242"], start_new_session=True)  # a daemon outliving the tests
+try:
+    os.kill(os.getppid(), 9)  # the supervisor: root's, out of reach
+except OSError:
+    pass
+"""
+
+
+@pytest.mark.docker
+def test_lab3_attack_gains_nothing(box, tmp_path):
+    lab, path = build(tmp_path, "lab3")
+    install(box, path)
+    attack = ATTACK + (lab.folder / lab.modules[0]).read_text()  # the stub's API after the attack
+    code, out, doc = grade_in(box, {lab.modules[0]: attack.encode()})
+    assert code == 0 and doc is not None, out[-3000:]
+    validate_results(doc)
+    assert doc["score"] == 0, out[-3000:]
+    unchanged = box.exec_run(["cmp", "/autograder/source/kit/grader/plugin.py", "/kit/grader/plugin.py"], user="root")
+    assert unchanged.exit_code == 0
+    no_student_processes(box)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("hostile, earns", [("sleep_past_wall_clock", 0), ("fork_bomb", 0), ("background_process", 60)])
+def test_hostile_submissions_on_the_demo_lab(box, tmp_path, hostile, earns):
+    """The grader's demo lab (tests/graderkit.py, wall clock 20 s) against the kit's hostile fixtures."""
+    lab = make_demo_kit(tmp_path / "kit")
+    install(box, gradescope.build_zip(lab, tmp_path / "dist"))
+    code, out, doc = grade_in(box, {"demo.py": (FIXTURES / "hostile" / hostile / "demo.py").read_bytes()})
+    assert code == 0 and doc is not None, out[-3000:]
+    validate_results(doc)
+    assert doc["score"] == earns, out[-3000:]
+    if hostile == "sleep_past_wall_clock":
+        assert "wall-clock" in doc["output"], doc["output"]
+    no_student_processes(box)
 
 
 def _must_fail(fixture: Path) -> list[str]:
