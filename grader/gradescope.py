@@ -83,16 +83,23 @@ SETUP_SH = r"""#!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
-python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
 missing=()
 for pkg in @APT@; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Python 3.11 or newer with venv: Ubuntu 24.04's python3 (3.12) may lack only its -venv package;
+# Ubuntu 22.04's python3 is 3.10, so python3.11 comes from apt.
 PY=""
-for candidate in python3.12 python3.11 python3; do
-  if command -v "$candidate" >/dev/null && python_ok "$candidate"; then PY=$(command -v "$candidate"); break; fi
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PY=$(command -v "$candidate"); break
+  fi
 done
-if [ -z "$PY" ]; then missing+=(python3.11 python3.11-venv); fi
+if [ -z "$PY" ]; then
+  missing+=(python3.11 python3.11-venv)
+elif ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=("$(basename "$PY")-venv")
+fi
 if ((${#missing[@]})); then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
