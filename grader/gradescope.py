@@ -20,9 +20,10 @@ What the zip holds (nothing else: no reference solution)::
 How a submission is scored (the container grader's design, without Docker)
 --------------------------------------------------------------------------
 ``run`` (root) does what ``grader.grade`` does on the host: it collects the
-expected tests without the submission, copies only the lab's module files
-from the submission (top level or one folder down, ``grader.submission``),
-and computes the score from lab.yaml/hidden.yaml and verified results with
+expected tests without the submission, takes the submission's files with
+``grader.submission.prepare`` exactly as the container grader does (the lab's
+modules at the top or one folder down, with any helper files beside them;
+archives checked before unpacking; nothing of it run as root), and computes the score from lab.yaml/hidden.yaml and verified results with
 ``grader.reports`` (the results.json it writes is ``reports.gradescope``,
 the same conversion the container grader uses; hidden tests are
 ``after_published``).
