@@ -41,7 +41,7 @@ uses `redis-cli` (`sudo apt-get install redis-tools`).
 
 ## Work on a lab
 
-1. Read the handout, e.g. `labs/lab1_pipes/README.md`.
+1. Read the handout, e.g. `labs/lab1_pipes/handout.md` (한국어: `labs/lab1_pipes/handout.ko.md`).
 2. Fill in the stub modules in that folder (they raise `NotImplementedError`).
 3. Run the public tests:
 

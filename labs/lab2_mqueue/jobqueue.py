@@ -1,6 +1,6 @@
 """Lab 2: a job queue on POSIX message queues.
 
-Read README.md first. Use ``posix_ipc.MessageQueue`` for the queue itself;
+Read handout.md (한국어: handout.ko.md) first. Use ``posix_ipc.MessageQueue`` for the queue itself;
 every function below says what it must do. Replace each
 ``raise NotImplementedError`` with your code.
 """
@@ -44,7 +44,7 @@ class JobQueue:
         fixed when it was created; the size arguments are then ignored), and
         raises ``FileNotFoundError`` when there is none.
 
-        Mind the kernel's limits (README.md): without privileges
+        Mind the kernel's limits (handout.md): without privileges
         ``max_messages`` can be at most 10 and ``max_message_size`` at most
         8192 on a default Linux system.
         """

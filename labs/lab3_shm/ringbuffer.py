@@ -1,6 +1,6 @@
 """Lab 3: a bounded buffer in POSIX shared memory, guarded by named semaphores.
 
-Read README.md first. You implement:
+Read handout.md (한국어: handout.ko.md) first. You implement:
 
 * ``RingBuffer``: a FIFO of byte strings in one shared memory segment, that
   unrelated processes open by name and use as producers and consumers;
@@ -9,7 +9,7 @@ Read README.md first. You implement:
 
 Use ``multiprocessing.shared_memory.SharedMemory`` for segments (or
 ``posix_ipc.SharedMemory`` with ``mmap``) and ``posix_ipc.Semaphore`` for the
-named semaphores. Mind the resource tracker (README, "The first thing that
+named semaphores. Mind the resource tracker (handout.md, "The first thing that
 bites"): a segment must survive the exit of any process but through unlink().
 """
 

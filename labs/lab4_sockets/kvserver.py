@@ -1,6 +1,6 @@
 """Lab 4, part A: a mini Redis server on TCP and UNIX-domain sockets.
 
-Read the handout (README.md) first. Implement ``KVServer`` below so that
+Read the handout (handout.md; 한국어: handout.ko.md) first. Implement ``KVServer`` below so that
 ``redis-cli`` and ``redis.Redis`` can use it, over TCP and over a UNIX-domain
 socket, and so that ``python kvserver.py --port P [--unix PATH]`` runs it.
 

@@ -1,6 +1,6 @@
 """Lab 4, part B: a StatsD collector on UDP.
 
-Read the handout (README.md) first. Applications send metrics to the
+Read the handout (handout.md; 한국어: handout.ko.md) first. Applications send metrics to the
 collector as UDP datagrams; implement ``StatsCollector`` below. Unlike TCP in
 part A, UDP keeps message boundaries: one ``recvfrom`` returns one whole
 datagram, provided you ask for enough bytes.
