@@ -59,6 +59,19 @@ def grade_lab(lab: labs.Lab, out: Path, only: list[str] | None = None, jobs: int
             "interrupted": outcome.interrupted, "not_graded": outcome.not_graded}
 
 
+def surprise(kind: str, score: float | None) -> str:
+    """Why a score is not what the kind of submission should get, or "" when it is."""
+    if score is None:
+        return "not graded"
+    if kind == "reference" and score < 100:
+        return "the reference should score 100 (a timing test on a busy machine?)"
+    if kind == "stub" and score > 0:
+        return "the stub should score 0"
+    if kind != "reference" and score >= 100:
+        return "a broken or hostile submission should lose points"
+    return ""
+
+
 def write_index(out: Path, results: list[dict]) -> Path:
     """``out/index.html``: each lab's summary, and each student's kind and score."""
     esc = html.escape
@@ -74,13 +87,15 @@ def write_index(out: Path, results: list[dict]) -> Path:
                      f"<a href='{esc(lab.id)}/summary.html'>summary</a> &middot; "
                      f"<a href='{esc(lab.id)}/gradebook.csv'>gradebook.csv</a></h2>")
         parts.append(f"<p>graded in {result['seconds']:g} s</p>")
-        parts.append("<table><tr><th>student</th><th>submission</th><th>score</th><th>report</th></tr>")
+        parts.append("<table><tr><th>student</th><th>submission</th><th>score</th><th>report</th><th>check</th></tr>")
         for student, kind in result["students"].items():
             row = result["rows"].get(student, {})
             score = f"{row['score']:g}/{row['max']:g}" if row.get("score") is not None else \
                 f"not graded: {row.get('reason', 'no row')}"
+            check = surprise(kind, row.get("score")) or "as expected"
             parts.append(f"<tr><td>{esc(student)}</td><td>{esc(kind)}</td><td>{esc(score)}</td>"
-                         f"<td><a href='{esc(lab.id)}/{esc(student)}/report.html'>report</a></td></tr>")
+                         f"<td><a href='{esc(lab.id)}/{esc(student)}/report.html'>report</a></td>"
+                         f"<td>{esc(check)}</td></tr>")
         parts.append("</table>")
     index = out / "index.html"
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +131,10 @@ def main(args) -> int:
                            for student, kind in result["students"].items()
                            for row in [result["rows"].get(student, {})])
         print(f"{lab.id}: {scores} ({result['seconds']:g} s)", flush=True)
+        for student, kind in result["students"].items():
+            why = surprise(kind, result["rows"].get(student, {}).get("score"))
+            if why:
+                print(f"  note: {kind} ({student}): {why}", flush=True)
         if result["interrupted"]:
             write_index(out, results)
             return batch.EXIT_INTERRUPTED

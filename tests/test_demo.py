@@ -58,3 +58,12 @@ def test_demo_grades_a_tiny_class_and_links_its_summary(tmp_path):
     assert scores["reference"] == 100 and scores["stub"] == 0
     assert scores["attack:os_exit_at_import"] == 0
     assert 0 < scores["bug:keeps_write_end"] < 100
+    assert page.count("as expected") == 4
+
+
+def test_surprises_are_named():
+    assert demo.surprise("reference", 100) == "" and demo.surprise("stub", 0) == ""
+    assert demo.surprise("bug:x", 97) == "" and demo.surprise("attack:y", 0) == ""
+    assert "100" in demo.surprise("reference", 91)
+    assert demo.surprise("stub", 5) and demo.surprise("bug:x", 100) and demo.surprise("hostile:z", 100)
+    assert demo.surprise("reference", None) == "not graded"
