@@ -783,8 +783,9 @@ def _cluster(args):
     """The Dask executor and the backend that asks the workers (not this machine) for image and Ctrl-C."""
     from grader import cluster
 
-    executor = cluster.DaskExecutor(args.cluster)
-    backend = dataclasses.replace(docker_backend(getattr(args, "lang", None)), image_id=lambda: executor.image_id(args.image),
+    lang = i18n.language(args.lang)  # the workers write each student's reports in it
+    executor = cluster.DaskExecutor(args.cluster, lang=lang)
+    backend = dataclasses.replace(docker_backend(lang), image_id=lambda: executor.image_id(args.image),
                                   stop_all=executor.stop_all)
     return executor, backend
 

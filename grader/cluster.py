@@ -219,8 +219,9 @@ def grade_remotely(task: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="ipclab-cluster-") as tmp:
             submission = unpack_submission(task["submission"], Path(tmp) / "in")
             out_dir = Path(tmp) / "out"
+            language = {"lang": task["lang"]} if task.get("lang") else {}  # the batch's --lang
             result = grade(lab, submission, out_dir, image=task["image"], cpuset=answer["cpuset"],
-                           only_tests=task["only_tests"], student_id=task["student_id"])
+                           only_tests=task["only_tests"], student_id=task["student_id"], **language)
             answer["reports"] = pack_folder(out_dir)
         answer["result"] = result
         # Another job started on this worker while ours ran: a timeout may be the load's fault.
@@ -288,10 +289,11 @@ class DaskExecutor(Executor):
     """
 
     def __init__(self, address, *, grade: str = DEFAULT_GRADE, check_tests: bool | None = None,
-                 connect_timeout: float = 30, worker_wait: float = WORKER_WAIT):
+                 connect_timeout: float = 30, worker_wait: float = WORKER_WAIT, lang: str | None = None):
         from distributed import Client
 
         self._grade = grade
+        self._lang = lang  # the language the workers write each student's reports in
         self._check_tests = (grade == DEFAULT_GRADE) if check_tests is None else check_tests
         self._worker_wait = worker_wait
         self._lock = threading.Lock()
@@ -364,7 +366,7 @@ class DaskExecutor(Executor):
             task = {"grade": self._grade, "lab": job.lab, "tests_hash": self._tests_hash(job.lab),
                     "submission": pack_submission(job.submission), "image": job.image,
                     "only_tests": job.only_tests, "student_id": job.student_id,
-                    "cpus": int(resources[CPU]), "alone": job.alone}
+                    "cpus": int(resources[CPU]), "alone": job.alone, "lang": self._lang}
             future = self.client.submit(grade_remotely, task, key=key, pure=False, resources=resources, retries=0)
         except Exception as exc:  # never lose a job: it completes as an error row
             self._done.put(Completed(job=job, error=exc, started_at=time.time(), finished_at=time.time()))
