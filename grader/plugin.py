@@ -479,9 +479,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if score["perturb_seed"] is not None:
         write(" (" + _("perturbation on: --perturb {seed} replays this run").format(seed=score["perturb_seed"]) + ")")
     tail = ""
+    hidden_only = all(row["hidden"] for row in score["rows"] if not row["ran"])
     if score["not_run"]:
-        tail = "   (" + _("{points} points are in tests not run here: the grader's hidden tests").format(
-            points=_fmt(score["not_run"])) + ")"
+        message = _("{points} points are in tests not run here: the grader's hidden tests") if hidden_only \
+            else _("{points} points are in tests not run here")
+        tail = "   (" + message.format(points=_fmt(score["not_run"])) + ")"
     write(f"{session.lab.id}: {_fmt(score['total'])}/{score['max']}{tail}", bold=True)
 
 
