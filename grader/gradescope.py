@@ -38,7 +38,8 @@ closed to it while it runs), and a wall-clock limit (``grader.sandbox``'s)
 ends the run. Afterwards every process of the student user is killed.
 
 What Gradescope's container does not give us, said plainly: no memory or
-network limit of our own (Gradescope's container has its limits), the
+network limit of our own (Gradescope's container has its limits; the tests
+are the OOM killer's first choice), the
 process limit is the student user's RLIMIT_NPROC rather than a cgroup, and
 the submission can read the test files (as in the container grader).
 When the kit cannot grade (collection fails, results lost), no results.json
@@ -373,10 +374,14 @@ def supervise(config: dict) -> int:
         resource.setrlimit(resource.RLIMIT_NPROC, (config["pids"], config["pids"]))
         resource.setrlimit(resource.RLIMIT_NOFILE, (config["nofile"], config["nofile"]))
 
+    # No memory cgroup of our own here: if the tests exhaust Gradescope's container, the kernel's
+    # OOM killer must take them, not the grader. pytest inherits the score set around its start.
+    _oom_score_adj(1000)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *run_config["pytest_args"]],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             pass_fds=(result_w, key_r), cwd=str(WORK), env=env, start_new_session=True,
                             user=config["uid"], group=config["gid"], extra_groups=[], preexec_fn=limit_student)
+    _oom_score_adj(0)
     os.close(result_w)
     os.close(key_r)
     channel, output = harness.Channel(key), harness.Output(int(run_config["output_cap"]))
@@ -406,6 +411,14 @@ def supervise(config: dict) -> int:
     harness.emit("end", exit=status, dropped_output=output.dropped, kept_output=output.kept,
                  leftovers=[p for p in leftovers if p["cmd"]], stats=stats, time=time.time())
     return 0
+
+
+def _oom_score_adj(value: int) -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError:  # not fatal: only the choice of the OOM killer's victim
+        pass
 
 
 def _cmdline(pid: int) -> str:
