@@ -251,7 +251,8 @@ def run_tests(kit_source: Path, submission: Path, limits, autograder: Path):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(KIT), "IPCLAB_KIT": str(KIT),
            "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: a long traceback must not block the supervisor
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
                             env=env, cwd="/")
     lines, unparsed, killed = [], 0, False
     try:
@@ -269,11 +270,13 @@ def run_tests(kit_source: Path, submission: Path, limits, autograder: Path):
             except ValueError:
                 unparsed += 1
         proc.wait(timeout=30)
-        stderr = proc.stderr.read().decode("utf-8", "replace")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", "replace")
+        errors.close()
         kill_user(uid)
         remove_ipc_of(uid)
         os.chmod(autograder, stat.S_IMODE(autograder_mode))
