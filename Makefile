@@ -7,7 +7,7 @@ LABS   := $(sort $(patsubst labs/%/lab.yaml,%,$(wildcard labs/lab*/lab.yaml)))
 # Lab runs: quiet dots, no tracebacks (the score table says why), no short summary.
 LABFLAGS := -q --tb=no -rN -p no:cacheprovider
 
-.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade worker clean
+.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade worker gradescope demo clean
 
 setup: $(VENV)/.installed
 
@@ -65,6 +65,17 @@ student-bundle: setup
 
 classroom: setup
 	$(PY) -m grader distribute classroom --lab $(LAB)
+
+# make gradescope LAB=lab3: dist/gradescope-lab3.zip, the lab's Gradescope autograder (see grader/gradescope.py).
+gradescope: setup
+	@test -n "$(LAB)" || { echo "usage: make gradescope LAB=lab3"; exit 2; }
+	$(PY) -m grader gradescope --lab $(LAB) --out dist
+
+# make demo: set up, build the runner image, grade a sample class of every lab, print where the summary is.
+#   LAB=lab1  only that lab.  Needs a running Docker engine (apt-get install docker.io).
+demo: setup
+	$(PY) -m grader image build
+	$(PY) -m grader demo --out reports/demo $(if $(LAB),--lab $(LAB))
 
 # Benchmarks: ratios measured side by side in one run (see grader/bench.py).
 bench: setup
