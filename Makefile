@@ -7,7 +7,7 @@ LABS   := $(sort $(patsubst labs/%/lab.yaml,%,$(wildcard labs/lab*/lab.yaml)))
 # Lab runs: quiet dots, no tracebacks (the score table says why), no short summary.
 LABFLAGS := -q --tb=no -rN -p no:cacheprovider
 
-.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade worker gradescope demo clean
+.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade worker gradescope demo engine clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,17 @@ test-kit: setup
 	$(PYTEST) -q tests
 
 test: test-kit test-reference test-stubs
+
+# A Docker engine that answers: when none does, install Debian's docker.io and
+# mmdebstrap (needs root) and start dockerd. .ci/run uses it too.
+engine:
+	@docker info >/dev/null 2>&1 || { \
+	  if ! command -v dockerd >/dev/null || ! command -v mmdebstrap >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io mmdebstrap || exit 1; fi; \
+	  echo "starting dockerd (log: /tmp/ipclab-dockerd.log)"; \
+	  (dockerd >/tmp/ipclab-dockerd.log 2>&1 &); \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null 2>&1 || { echo "the Docker engine did not start"; tail -20 /tmp/ipclab-dockerd.log; exit 1; }; }
 
 # make image: build the runner image ipclab-runner:<kit version> (skips when up to date).
 image: setup
@@ -73,7 +84,7 @@ gradescope: setup
 
 # make demo: set up, build the runner image, grade a sample class of every lab, print where the summary is.
 #   LAB=lab1  only that lab.  Needs a running Docker engine (apt-get install docker.io).
-demo: setup
+demo: setup engine
 	$(PY) -m grader image build
 	$(PY) -m grader demo --out reports/demo $(if $(LAB),--lab $(LAB))
 
