@@ -61,6 +61,11 @@ def check_lab(lab: labs.Lab, expect: str) -> list[str]:
     not_run = [row["key"] for row in score["rows"] if not row["ran"]]
     if not_run:
         problems.append(f"declared tests that did not run: {not_run}")
+    if expect == "reference":
+        # The diagnostics must never blame a correct solution (issue: no false findings).
+        false_findings = [f"{r['key']}: {f['text']}" for r in score["rows"] for f in r["findings"]]
+        if false_findings:
+            problems.append("diagnostics found leaks in the reference: " + "; ".join(false_findings[:10]))
     target = labs.TOTAL_POINTS if expect == "reference" else 0
     if score["total"] != target:
         failing = [f"{r['key']}: {r['message']}" for r in score["rows"] if (r["passed"] == r["cases"]) != (expect == "reference")]
