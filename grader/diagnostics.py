@@ -30,6 +30,7 @@ import re
 import signal
 import stat
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -388,14 +389,27 @@ def _is_plumbing(filename: str) -> bool:
     return any(part in filename for part in _PLUMBING)
 
 
+_STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
+
+
 def _innermost_user_frame(stack_text: str) -> str | None:
-    """The first (innermost) frame outside the kit's and pytest's own code."""
+    """Where the code under test is stuck: its innermost frame, and the library call it is in.
+
+    E.g. ``_exchange at pipeline.py:141 (inside select)``: the kit's and
+    pytest's frames are skipped, and a standard-library frame is named only
+    as the call the student's code is waiting in.
+    """
+    inside = None
     for match in re.finditer(r'File "([^"]+)", line (\d+) in (\S+)', stack_text):
         filename, line, func = match.groups()
         if _is_plumbing(filename):
             continue
-        return f"{func} at {Path(filename).name}:{line}"
-    return None
+        if filename.startswith(_STDLIB) or filename.startswith("<frozen"):
+            inside = inside or func
+            continue
+        where = f"{func} at {Path(filename).name}:{line}"
+        return f"{where} (inside {inside})" if inside else where
+    return inside
 
 
 def capture_stacks(frame, folder: Path, wait: float = 1.0) -> str:

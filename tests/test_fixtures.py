@@ -1,11 +1,14 @@
 """Every broken fixture loses points on the tests that name its bug.
 
 A fixture is ``tests/fixtures/labN/<bug>/``: ``fixture.yaml`` (lab, bug,
-must_fail) and the buggy module(s). Modules it does not hold come from the
+must_fail; optionally ``findings``, the kinds of leak the diagnostics must
+report on those tests, and ``stack``, a pattern the stacks of a hung test must
+show) and the buggy module(s). Modules it does not hold come from the
 reference, so each fixture differs from a correct submission by one bug.
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -55,3 +58,10 @@ def test_fixture_loses_points_on_the_named_tests(fixture, tmp_path):
     rows = {row["key"]: row for row in json.loads(results_file.read_text())["score"]["rows"]}
     survived = [key for key in spec["must_fail"] if rows[key]["points"] >= rows[key]["max"]]
     assert not survived, f"{fixture.name} ({spec['bug']}) kept full points on {survived}"
+    named = [rows[key] for key in spec["must_fail"]]
+    found = {f["kind"] for row in named for f in row["findings"]}
+    missing = set(spec.get("findings", [])) - found
+    assert not missing, f"the diagnostics did not report {missing} (found {found})"
+    if spec.get("stack"):
+        stacks = "\n".join(row["stacks"] for row in named)
+        assert re.search(spec["stack"], stacks), f"no stack matching {spec['stack']!r}:\n{stacks[:3000]}"

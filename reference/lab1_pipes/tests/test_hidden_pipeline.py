@@ -86,3 +86,15 @@ def test_sleeps_overlap(pipeline):
     elapsed = time.monotonic() - started
     assert result.returncodes == [0, 0, 0]
     assert elapsed < 2.5, f"three `sleep 1` stages took {elapsed:.1f} s: are they run one after the other?"
+
+
+def test_reader_sees_end_of_file_without_a_timeout(pipeline):
+    """With no timeout, `cat | cat` finishes only when every write end of each pipe is closed.
+
+    A stray write end (in a child or in the parent) makes a reader wait for an
+    end-of-file that never comes; the test's own time limit then ends it, and
+    the report shows where each process was blocked.
+    """
+    result = pipeline.run_pipeline([["cat"], ["cat"]], input=b"end of file\n")
+    assert result.stdout == b"end of file\n"
+    assert result.returncodes == [0, 0]
