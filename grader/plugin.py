@@ -320,8 +320,9 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture
-def _ipclab_stress_run(request):
-    return request.param
+def stress_run(request) -> int:
+    """Which run of a ``@pytest.mark.stress(runs=N)`` test this is: 1 to N."""
+    return getattr(request, "param", 1)
 
 
 def pytest_generate_tests(metafunc):
@@ -329,8 +330,9 @@ def pytest_generate_tests(metafunc):
     if marker is None:
         return
     runs = int(marker.kwargs.get("runs", marker.args[0] if marker.args else 20))
-    metafunc.fixturenames.append("_ipclab_stress_run")
-    metafunc.parametrize("_ipclab_stress_run", range(1, runs + 1), indirect=True,
+    if "stress_run" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("stress_run")
+    metafunc.parametrize("stress_run", range(1, runs + 1), indirect=True,
                          ids=[f"run{i}of{runs}" for i in range(1, runs + 1)])
 
 

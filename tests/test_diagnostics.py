@@ -32,8 +32,8 @@ def test_leaks(impl):
     impl.load("demo").leak()
 
 @pytest.mark.stress(runs=5)
-def test_flaky(impl, _ipclab_stress_run):
-    assert impl.load("demo").flaky(_ipclab_stress_run)
+def test_flaky(impl, stress_run):
+    assert impl.load("demo").flaky(stress_run)
 
 def test_fifo(impl, tmp_path):
     impl.load("demo").fifo(tmp_path / "f")

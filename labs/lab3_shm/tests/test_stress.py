@@ -79,23 +79,26 @@ def run_round(ringbuffer, programs, round_no: int):
     return reports
 
 
-def test_4_producers_3_consumers_deliver_each_message_exactly_once(ringbuffer, programs):
+@pytest.mark.stress(runs=ROUNDS)
+def test_4_producers_3_consumers_deliver_each_message_exactly_once(ringbuffer, programs, stress_run):
+    # A stress test: the kit runs it ROUNDS times and it earns its points only
+    # if every round passes ("passed 7/8 runs" names a race that hides sometimes).
+    round_no = stress_run
     expected = {(p, seq) for p in range(PRODUCERS) for seq in range(PER_PRODUCER)}
-    for round_no in range(1, ROUNDS + 1):
-        reports = run_round(ringbuffer, programs, round_no)
-        received = [tuple(item) for report in reports for item in report["got"]]
-        corrupt = sum(report["bad"] for report in reports)
-        stopped = sum(report["stopped"] for report in reports)
-        seen = set(received)
-        lost = len(expected - seen)
-        duplicated = len(received) - len(seen)
-        summary = (f"round {round_no}: {len(received)} good records, {lost} lost, {duplicated} duplicated, "
-                   f"{corrupt} corrupt, {stopped}/{CONSUMERS} stop records arrived")
-        assert (lost, duplicated, corrupt, stopped) == (0, 0, 0, CONSUMERS), summary
-        assert seen == expected, summary
-        # Records of one producer must also reach each consumer in order.
-        for report in reports:
-            last = {}
-            for p, seq in report["got"]:
-                assert seq > last.get(p, -1), f"round {round_no}: producer {p}'s records arrived out of order"
-                last[p] = seq
+    reports = run_round(ringbuffer, programs, round_no)
+    received = [tuple(item) for report in reports for item in report["got"]]
+    corrupt = sum(report["bad"] for report in reports)
+    stopped = sum(report["stopped"] for report in reports)
+    seen = set(received)
+    lost = len(expected - seen)
+    duplicated = len(received) - len(seen)
+    summary = (f"round {round_no}: {len(received)} good records, {lost} lost, {duplicated} duplicated, "
+               f"{corrupt} corrupt, {stopped}/{CONSUMERS} stop records arrived")
+    assert (lost, duplicated, corrupt, stopped) == (0, 0, 0, CONSUMERS), summary
+    assert seen == expected, summary
+    # Records of one producer must also reach each consumer in order.
+    for report in reports:
+        last = {}
+        for p, seq in report["got"]:
+            assert seq > last.get(p, -1), f"round {round_no}: producer {p}'s records arrived out of order"
+            last[p] = seq
