@@ -191,7 +191,9 @@ def _open_up(root: Path) -> None:
 def container_pytest_args(lab: labs.Lab, only_tests: list[str] | None) -> list[str]:
     args = ["-q", "-rN", "--tb=short", "-p", "grader.plugin", "-p", "grader.sandbox_plugin",
             "-p", "pytest_timeout", "-p", "no:cacheprovider", "-c", "/kit/pytest.ini", "--rootdir", "/kit",
-            "--lab", f"/kit/labs/{lab.name}", "--impl", "/work/submission"]
+            "--lab", f"/kit/labs/{lab.name}", "--impl", "/work/submission",
+            # stress tests run with random delays around fork, locks and writes (seed in the report)
+            "--perturb-stress=random"]
     paths = [str(p) for p in test_paths(lab, Path("/kit"))]
     if not only_tests:
         return args + paths

@@ -56,6 +56,8 @@ def pytest_addoption(parser):
     group.addoption("--lang", default=None, help="language of hints (en, ko); default from IPCLAB_LANG or LANG")
     group.addoption("--perturb", metavar="SEED", nargs="?", const="random", default=os.environ.get("IPCLAB_PERTURB"),
                     help="insert random delays around fork, locks and writes (seeded, for replay)")
+    group.addoption("--perturb-stress", metavar="SEED", nargs="?", const="random", default=None,
+                    help="perturb only the stress tests (the grader does this)")
     group.addoption("--no-diagnostics", action="store_true",
                     help="skip leak checks and stack capture (for measuring their cost)")
 
@@ -115,6 +117,7 @@ class LabSession:
         self.main_pid = os.getpid()
         self.diag_dir = Path(tempfile.mkdtemp(prefix="ipclab-diag-"))
         self.perturb_seed = _seed(config.getoption("--perturb"))
+        self.stress_seed = None if self.perturb_seed else _seed(config.getoption("--perturb-stress"))
         self.diagnostics = not config.getoption("--no-diagnostics")
 
     # -- recording -----------------------------------------------------------------
@@ -169,6 +172,7 @@ class LabSession:
             "rows": rows,
             "undeclared": sorted(set(by_key) - set(self.lab.tests)),
             "perturb_seed": self.perturb_seed,
+            "stress_seed": self.stress_seed,
         }
 
     def _row(self, key: str, spec: labs.TestSpec, cases: list[dict]) -> dict:
@@ -182,11 +186,14 @@ class LabSession:
             earned = spec.points * passed / len(cases)
         failed = [c for c in cases if c["outcome"] != "passed"]
         symptoms = [s for c in failed for s in c["symptoms"]]
+        message = failed[0]["message"] if failed else ""
+        if failed and stress and self.stress_seed is not None:
+            message += " " + self._("(perturbed run, seed {seed})").format(seed=self.stress_seed)
         return {
             "key": key, "hidden": spec.hidden, "ran": bool(cases), "stress": stress,
             "points": round(earned, 2), "max": spec.points,
             "passed": passed, "cases": len(cases),
-            "message": failed[0]["message"] if failed else "",
+            "message": message,
             "hint": self.lab.hint_for(key, self.lang, symptoms) if failed else None,
             "findings": _unique([f for c in cases for f in c["findings"]], "text"),
             "stacks": next((c["stacks"] for c in failed if c["stacks"]), ""),
@@ -298,18 +305,20 @@ def _restore_ignored_signals():
 
 def _prepare_children_environment(session: LabSession):
     """Every Python program the tests start will dump its stack on request (and perturb, if asked)."""
-    if not session.diagnostics and session.perturb_seed is None:
+    if not session.diagnostics and session.perturb_seed is None and session.stress_seed is None:
         return
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(diagnostics.STARTUP_DIR), os.environ.get("PYTHONPATH")]))
     if session.diagnostics:
         diagnostics.register_dump_handler(session.diag_dir)
         os.environ[diagnostics.DIAG_DIR_ENV] = str(session.diag_dir)
-    if session.perturb_seed is not None:
-        os.environ["IPCLAB_PERTURB"] = str(session.perturb_seed)
+    seed = session.perturb_seed or session.stress_seed
+    if seed is not None:
+        if session.perturb_seed is not None:  # every test; with --perturb-stress, set per stress test
+            os.environ["IPCLAB_PERTURB"] = str(seed)
         sys.path.insert(0, str(diagnostics.STARTUP_DIR))
         import ipclab_perturb
-        ipclab_perturb.install(session.perturb_seed)
+        ipclab_perturb.install(seed, enabled=session.perturb_seed is not None)
 
 
 def pytest_unconfigure(config):
@@ -408,11 +417,29 @@ def pytest_runtest_protocol(item, nextitem):
     before = set(diagnostics.descendants()) if session is not None else set()
     if session is not None and session.diagnostics:
         item.stash[_LEAKS_KEY] = diagnostics.LeakCheck()
-    yield
+    perturbed = session is not None and session.stress_seed is not None and item.get_closest_marker("stress")
+    if perturbed:
+        _perturb_stress_test(True, session.stress_seed)
+    try:
+        yield
+    finally:
+        if perturbed and os.getpid() == session.main_pid:
+            _perturb_stress_test(False, session.stress_seed)
     if session is not None and os.getpid() == session.main_pid:
         # Process hygiene holds even without diagnostics: kill whatever the test started.
         diagnostics.kill_and_reap([p for pid, p in diagnostics.descendants().items()
                                    if pid not in before and not diagnostics.is_runtime_helper(p)])
+
+
+def _perturb_stress_test(on: bool, seed: int) -> None:
+    """Delays in this process and in every program the stress test starts."""
+    import ipclab_perturb
+
+    ipclab_perturb.enable(on)
+    if on:
+        os.environ["IPCLAB_PERTURB"] = str(seed)
+    else:
+        os.environ.pop("IPCLAB_PERTURB", None)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -480,6 +507,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         write(" (" + _("tests with no points in lab.yaml: {tests}").format(tests=", ".join(score["undeclared"])) + ")")
     if score["perturb_seed"] is not None:
         write(" (" + _("perturbation on: --perturb {seed} replays this run").format(seed=score["perturb_seed"]) + ")")
+    if score["stress_seed"] is not None and session.stress_keys:
+        write(" (" + _("stress tests perturbed: --perturb-stress {seed} replays them").format(seed=score["stress_seed"]) + ")")
     tail = ""
     hidden_only = all(row["hidden"] for row in score["rows"] if not row["ran"])
     if score["not_run"]:

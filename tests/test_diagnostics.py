@@ -147,3 +147,15 @@ def test_perturbation_is_seeded_and_reported(kit):
     assert score["total"] == 100, proc.stdout
     assert score["perturb_seed"] == 1234
     assert "--perturb 1234 replays this run" in proc.stdout
+
+
+def test_perturbation_of_stress_tests_only(kit):
+    proc, score = kit.run(impl=kit.impl(CLEAN), extra=["--perturb-stress", "77"])
+    assert score["total"] == 100, proc.stdout
+    assert score["stress_seed"] == 77 and score["perturb_seed"] is None
+    assert "--perturb-stress 77 replays them" in proc.stdout
+
+
+def test_a_failed_stress_test_names_its_seed(kit):
+    kit.run(impl=kit.impl(BROKEN), extra=["--perturb-stress", "78"], timeout=180)
+    assert "(perturbed run, seed 78)" in kit.row("test_demo.py::test_flaky")["message"]
