@@ -7,9 +7,21 @@ LABS   := $(sort $(patsubst labs/%/lab.yaml,%,$(wildcard labs/lab*/lab.yaml)))
 # Lab runs: quiet dots, no tracebacks (the score table says why), no short summary.
 LABFLAGS := -q --tb=no -rN -p no:cacheprovider
 
-.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade worker gradescope demo engine clean
+.PHONY: setup test test-kit test-reference test-stubs grade image bench student-bundle classroom batch bench-grade worker gradescope demo engine korean-font clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed korean-font
+
+# Lab 6 draws Korean chart labels (IPCLAB_LANG=ko); without a CJK font matplotlib
+# draws empty boxes. Installed when we may (root with apt-get), named otherwise.
+KOREAN_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+korean-font:
+	@if [ -f $(KOREAN_FONT) ] || fc-list :lang=ko 2>/dev/null | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing a Korean font (fonts-noto-cjk) for lab 6's charts"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null; \
+	else \
+	  echo "note: no Korean font; lab 6's Korean charts need one: sudo apt-get install fonts-noto-cjk"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
@@ -25,8 +37,9 @@ test-lab%: setup
 	$(PYTEST) $(LABFLAGS) --lab lab$* labs/lab$*_*/tests $(if $(IMPL),--impl $(IMPL)) $(if $(V),-v --tb=short)
 
 # Public and hidden tests of every lab against reference/: each must score 100.
+# RUNS=10: check it ten times over (no flaky test, no false leak finding).
 test-reference: setup
-	$(PY) -m grader selfcheck --expect reference
+	$(PY) -m grader selfcheck --expect reference --runs $(or $(RUNS),1)
 
 # Every stub must collect cleanly and score 0.
 test-stubs: setup

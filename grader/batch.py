@@ -711,7 +711,7 @@ def bench(lab: labs.Lab, size: int, work: Path, rounds: int = 2, stream=sys.stdo
     ``rounds`` rounds; the best round of each counts). Overhead = (one-job
     batch - host) per submission; efficiency = throughput(N) / (N * throughput(1)).
     """
-    from grader import selfcheck
+    from grader import grade, selfcheck
 
     subs = work / "class"
     # Only what is safe to run on the host without a sandbox: no attacks, no hostile code.
@@ -724,7 +724,8 @@ def bench(lab: labs.Lab, size: int, work: Path, rounds: int = 2, stream=sys.stdo
         if entry.is_file():
             folder = work / "host" / student
             unpack(entry, folder, max_bytes=MAX_EXPORT_BYTES, max_files=MAX_EXPORT_FILES)
-        selfcheck.run_lab_tests(lab, folder, work / "host" / f"{student}.json")
+        # The same pytest options as in the container, so that only the container differs.
+        selfcheck.run_lab_tests(lab, folder, work / "host" / f"{student}.json", extra_args=grade.GRADING_ARGS)
     host = time.monotonic() - host_started
 
     pool = LocalPool(docker_backend().grade)

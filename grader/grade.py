@@ -188,12 +188,16 @@ def _open_up(root: Path) -> None:
             os.chmod(Path(dirpath) / filename, 0o644)
 
 
+# Stress tests run with random delays around fork, locks and writes (the seed
+# is in the report). Anything that compares with grading runs tests with these.
+GRADING_ARGS = ["--perturb-stress=random"]
+
+
 def container_pytest_args(lab: labs.Lab, only_tests: list[str] | None) -> list[str]:
     args = ["-q", "-rN", "--tb=short", "-p", "grader.plugin", "-p", "grader.sandbox_plugin",
             "-p", "pytest_timeout", "-p", "no:cacheprovider", "-c", "/kit/pytest.ini", "--rootdir", "/kit",
             "--lab", f"/kit/labs/{lab.name}", "--impl", "/work/submission",
-            # stress tests run with random delays around fork, locks and writes (seed in the report)
-            "--perturb-stress=random"]
+            *GRADING_ARGS]
     paths = [str(p) for p in test_paths(lab, Path("/kit"))]
     if not only_tests:
         return args + paths

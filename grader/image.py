@@ -7,7 +7,12 @@ one build argument, ``BASE_IMAGE``:
 * a registry is reachable: ``python:3.11-slim`` is pulled and used as is;
 * no registry (the usual case on a locked-down grading machine): a Debian
   bookworm root file system with Python 3 is made with ``mmdebstrap`` and
-  imported as ``ipclab-base:bookworm``, once.
+  imported as ``ipclab-base:bookworm-<hash>``, once per package list (the
+  hash changes with ``BOOTSTRAP_PACKAGES``, so adding a package makes a new
+  base instead of reusing a stale one).
+
+Both ways give the same tools: ``ps``, ``redis-cli``, and a CJK font
+(``fonts-noto-cjk``) so that lab 6 draws Korean chart labels with real glyphs.
 
 Python packages are installed from a wheelhouse that ``pip download`` fills
 on the host (``templates/runner-requirements.txt``), so the build needs no
@@ -34,9 +39,9 @@ from grader import labs
 
 REPOSITORY = "ipclab-runner"
 OFFICIAL_BASE = "python:3.11-slim"
-BOOTSTRAP_BASE = "ipclab-base:bookworm"
 PYTHON_VERSION = "3.11.2"
-BOOTSTRAP_PACKAGES = ["python3", "python3-venv", "coreutils", "procps", "redis-tools"]
+BOOTSTRAP_PACKAGES = ["python3", "python3-venv", "coreutils", "procps", "redis-tools", "fonts-noto-cjk"]
+BOOTSTRAP_BASE = "ipclab-base:bookworm-" + hashlib.sha256(" ".join(BOOTSTRAP_PACKAGES).encode()).hexdigest()[:8]
 CONTENT_LABEL = "org.ipclab.content"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 WHEEL_CACHE = Path(os.environ.get("IPCLAB_CACHE", Path.home() / ".cache" / "ipclab")) / "wheels"
@@ -96,7 +101,7 @@ def build(*, base: str | None = None, force: bool = False, log=print) -> str:
     """Build the runner image if needed; return its id.
 
     ``base`` forces a base image (``python:3.11-slim`` or
-    ``ipclab-base:bookworm``); by default the official one is used when present
+    ``ipclab-base:bookworm-<hash>``); by default the official one is used when present
     or pullable, the bootstrapped one otherwise.
     """
     import docker
@@ -153,7 +158,7 @@ def _choose_base(client, log) -> str:
 
 
 def bootstrap_base(client, log=print) -> None:
-    """Make ``ipclab-base:bookworm`` with mmdebstrap, streamed into the engine."""
+    """Make ``ipclab-base:bookworm-<hash>`` with mmdebstrap, streamed into the engine."""
     if shutil.which("mmdebstrap") is None:
         raise ImageError("no container registry and no mmdebstrap: apt-get install mmdebstrap")
     cmd = ["mmdebstrap", "--variant=minbase", "--quiet",

@@ -25,6 +25,9 @@ def add_arguments(parser):
                         help="reference: public+hidden tests against reference/ must score 100; "
                              "stub: they must collect cleanly and score 0 against labs/")
     parser.add_argument("--lab", action="append", help="only this lab (repeatable)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="check everything this many times over (a soak test: a flaky test or a false "
+                             "finding against the reference shows up as a failed run)")
 
 
 def lab_test_paths(lab: labs.Lab) -> list[str]:
@@ -35,11 +38,12 @@ def lab_test_paths(lab: labs.Lab) -> list[str]:
     return paths
 
 
-def run_lab_tests(lab: labs.Lab, impl: Path, results: Path, targets: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_lab_tests(lab: labs.Lab, impl: Path, results: Path, targets: list[str] | None = None,
+                  extra_args: list[str] = ()) -> subprocess.CompletedProcess:
     """Run ``targets`` (default: all public and hidden tests) against ``impl``; results land in ``results``."""
     paths = targets or lab_test_paths(lab)
     cmd = [sys.executable, "-m", "pytest", "-q", "--tb=short", "-rN", "-p", "no:cacheprovider",
-           "--lab", str(lab.folder), "--impl", str(impl), "--ipclab-results", str(results), *paths]
+           "--lab", str(lab.folder), "--impl", str(impl), "--ipclab-results", str(results), *extra_args, *paths]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=True)
 
 
@@ -76,12 +80,16 @@ def check_lab(lab: labs.Lab, expect: str) -> list[str]:
 def main(args) -> int:
     chosen = [labs.find_lab(name) for name in args.lab] if args.lab else labs.all_labs()
     failed = 0
-    for lab in chosen:
-        problems = check_lab(lab, args.expect)
-        verdict = "ok" if not problems else "FAILED"
-        print(f"{lab.id} ({args.expect}): {verdict}", flush=True)
-        for problem in problems:
-            print(f"    {problem}")
-        failed += bool(problems)
-    print(f"{len(chosen) - failed} passed, {failed} failed")
+    for run in range(1, args.runs + 1):
+        if args.runs > 1:
+            print(f"run {run}/{args.runs}", flush=True)
+        for lab in chosen:
+            problems = check_lab(lab, args.expect)
+            verdict = "ok" if not problems else "FAILED"
+            print(f"{lab.id} ({args.expect}): {verdict}", flush=True)
+            for problem in problems:
+                print(f"    {problem}")
+            failed += bool(problems)
+    checks = len(chosen) * args.runs
+    print(f"{checks - failed} passed, {failed} failed" + (f" ({args.runs} runs)" if args.runs > 1 else ""))
     return 1 if failed else 0

@@ -2,8 +2,9 @@
 
 A fixture is ``tests/fixtures/labN/<bug>/``: ``fixture.yaml`` (lab, bug,
 must_fail; optionally ``findings``, the kinds of leak the diagnostics must
-report on those tests, and ``stack``, a pattern the stacks of a hung test must
-show) and the buggy module(s). Modules it does not hold come from the
+report on those tests, ``stack``, a pattern the stacks of a hung test must
+show, and ``message``, a pattern their failure messages must show) and the
+buggy module(s). Modules it does not hold come from the
 reference, so each fixture differs from a correct submission by one bug.
 """
 
@@ -65,3 +66,6 @@ def test_fixture_loses_points_on_the_named_tests(fixture, tmp_path):
     if spec.get("stack"):
         stacks = "\n".join(row["stacks"] for row in named)
         assert re.search(spec["stack"], stacks), f"no stack matching {spec['stack']!r}:\n{stacks[:3000]}"
+    if spec.get("message"):
+        messages = "\n".join(row["message"] for row in named)
+        assert re.search(spec["message"], messages), f"no failure message matching {spec['message']!r}:\n{messages}"

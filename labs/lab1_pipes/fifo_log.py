@@ -2,7 +2,7 @@
 
 Unrelated processes (``echo hi > path`` from a shell, a Python program, ...)
 open the FIFO at any time, write newline-terminated records and close it; the
-server collects every record, whole. Read handout.md (or handout.ko.md)
+server collects every record, whole. Read handout.md (한국어: handout.ko.md)
 first: it explains FIFOs, end-of-file when the last writer leaves, and
 PIPE_BUF atomicity.
 """

@@ -2,7 +2,7 @@
 
 Build it from system calls only: ``os.pipe``, ``os.fork`` (or
 ``os.posix_spawn``), ``os.dup2``, ``os.execvp`` and ``os.waitpid``. No
-``subprocess``, no ``os.system``, no shell. Read handout.md (or handout.ko.md)
+``subprocess``, no ``os.system``, no shell. Read handout.md (한국어: handout.ko.md)
 first: it explains pipes, end-of-file and SIGPIPE, and lists the classic
 mistakes.
 """

@@ -1,5 +1,7 @@
 """Lab 5, part 2: a process supervisor driven by signals.
 
+Read handout.md (한국어: handout.ko.md) first.
+
     python supervisor.py [--max-restarts N] [--grace S] [--status-file F] -- CMD [ARG...] [--- CMD [ARG...]]...
 
 Everything after ``--`` is the list of commands, separated by ``---``. Each

@@ -1,5 +1,7 @@
 """Lab 5, part 1: a clone of GNU coreutils ``timeout``.
 
+Read handout.md (한국어: handout.ko.md) first.
+
     python timeout.py [-s SIGNAL] [-k DURATION] [--preserve-status] DURATION COMMAND [ARG...]
 
 Run COMMAND with its arguments; if it still runs after DURATION, send it

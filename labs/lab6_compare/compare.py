@@ -3,7 +3,7 @@
 The course notes end with a table comparing multithreading with
 multiprocessing plus IPC: memory space, communication, synchronisation,
 fault isolation, creation cost and use cases. In this lab you measure every
-row on the machine in front of you. Read handout.md (or handout.ko.md) first.
+row on the machine in front of you. Read handout.md (한국어: handout.ko.md) first.
 
 Every function takes ``kind``: ``"thread"`` (a ``threading.Thread``) or
 ``"process"`` (a ``multiprocessing.Process``, or a process pool). Any other
@@ -76,10 +76,14 @@ def crash_isolated(kind: str) -> bool:
     raise NotImplementedError("crash_isolated: crash a worker and see who survives")
 
 
-def build_report(out_dir) -> Path:
+def build_report(out_dir, lang: str | None = None) -> Path:
     """Measure everything and write ``report.md`` and ``comparison.png`` in ``out_dir``.
 
     ``out_dir`` is created if missing. Returns the path of ``report.md``.
+    ``lang`` is ``"en"`` or ``"ko"``; ``None`` follows the student's language
+    (``IPCLAB_LANG``, then the locale: ``ko...`` means Korean). A Korean
+    report uses the notes' rows: 메모리 공간, 통신 방법, 동기화 필요성, 안정성,
+    생성/관리 비용, 사용 사례; the grader reads either language.
 
     ``report.md`` holds the notes' table as a Markdown table: a header row
     with a threads column and a processes column (e.g.

@@ -296,62 +296,157 @@ def _bytes(value: int) -> str:
     return f"{value} B"
 
 
-def _yes_no(flag: bool) -> str:
-    return "yes" if flag else "no"
+# The report speaks the student's language: Korean when IPCLAB_LANG=ko or the
+# locale is Korean (the kit's own rule), English otherwise. The Korean rows are
+# the course notes' own words for the table.
+WORDS = {
+    "en": {
+        "yes": "yes", "no": "no",
+        "title": "Threads versus processes, measured",
+        "python": "Python {version} ({gil}), {cpus} CPUs usable, load average {load}.",
+        "with_gil": "with the GIL", "without_gil": "without the GIL",
+        "header": ("Aspect", "Threads", "Processes"),
+        "rows": [
+            ("Memory space", "one space shared by all; {t_uss} USS per thread",
+                             "one space per process; {p_uss} USS per process"),
+            ("Communication", "plain objects (worker's change seen by parent: {t_shared})",
+                              "IPC: pipes, queues, shared memory (worker's change seen by parent: {p_shared})"),
+            ("Synchronisation", "needed around every shared object (memory shared: {t_shared})",
+                                "only around what is shared through IPC (memory shared: {p_shared})"),
+            ("Fault isolation", "a crash kills the whole program (parent survived: {t_survived})",
+                                "a crash kills only that worker (parent survived: {p_survived})"),
+            ("Creation cost", "{t_start} to start and join", "{p_start} to start and join"),
+            ("Use cases", "CPU-bound {t_cpu}x ({t_cpu_verdict}), IO-bound {t_io}x: suits waiting work",
+                          "CPU-bound {p_cpu}x ({p_cpu_verdict}), IO-bound {p_io}x: suits computing and isolation"),
+        ],
+        "faster": "faster than serial", "not_faster": "no faster than serial",
+        "gil_note": " on CPython with the GIL",
+        "charts": ("CPU-bound speedup", "IO-bound speedup", "Creation cost", "Memory per worker"),
+        "units": ("serial / parallel", "ms per worker", "MiB (USS)"),
+        "kinds": ("threads", "processes"),
+    },
+    "ko": {
+        "yes": "예", "no": "아니요",
+        "title": "스레드와 프로세스, 직접 측정한 비교",
+        "python": "Python {version} ({gil}), 사용 가능한 CPU {cpus}개, 부하 평균 {load}.",
+        "with_gil": "GIL 있음", "without_gil": "GIL 없음",
+        "header": ("항목", "멀티스레딩 (스레드)", "멀티프로세싱 (프로세스)"),
+        "rows": [
+            ("메모리 공간", "모든 스레드가 한 공간을 공유; 스레드당 USS {t_uss}",
+                           "프로세스마다 독립된 공간; 프로세스당 USS {p_uss}"),
+            ("통신 방법", "일반 객체를 그대로 공유 (워커의 변경이 부모에게 보임: {t_shared})",
+                         "IPC: 파이프, 메시지 큐, 공유 메모리 (워커의 변경이 부모에게 보임: {p_shared})"),
+            ("동기화 필요성", "공유 객체마다 필요 (메모리 공유: {t_shared})",
+                             "IPC로 공유하는 것에만 필요 (메모리 공유: {p_shared})"),
+            ("안정성", "한 스레드의 크래시가 프로그램 전체를 죽임 (부모 생존: {t_survived})",
+                      "크래시는 그 워커만 죽임 (부모 생존: {p_survived})"),
+            ("생성/관리 비용", "시작과 join에 {t_start}", "시작과 join에 {p_start}"),
+            ("사용 사례", "CPU 작업 {t_cpu}x ({t_cpu_verdict}), IO 작업 {t_io}x: 대기 작업에 적합",
+                         "CPU 작업 {p_cpu}x ({p_cpu_verdict}), IO 작업 {p_io}x: 계산 작업과 격리에 적합"),
+        ],
+        "faster": "순차 실행보다 빠름", "not_faster": "순차 실행보다 빠르지 않음",
+        "gil_note": ", GIL이 있는 CPython에서 측정",
+        "charts": ("CPU 작업 속도 향상", "IO 작업 속도 향상", "생성 비용", "워커당 메모리"),
+        "units": ("순차 / 병렬", "워커당 ms", "MiB (USS)"),
+        "kinds": ("스레드", "프로세스"),
+    },
+}
 
 
-def _facts(m: dict, kind: str) -> dict:
-    """One kind's measurements, written for people (with units)."""
-    return {
-        "uss": _bytes(m["worker_memory"][kind]),
-        "start": _seconds(m["creation_cost"][kind]),
-        "shared": _yes_no(m["shares_memory"][kind]),
-        "survived": _yes_no(m["crash_isolated"][kind]),
-        "speedups": f"CPU-bound {m['cpu_bound_speedup'][kind]:.2f}x, IO-bound {m['io_bound_speedup'][kind]:.2f}x",
-    }
+def report_language() -> str:
+    """``"ko"`` when IPCLAB_LANG, or else the locale, says Korean; ``"en"`` otherwise."""
+    choice = os.environ.get("IPCLAB_LANG")
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        choice = choice or os.environ.get(var)
+    return "ko" if (choice or "").lower().startswith("ko") else "en"
 
 
-def table_rows(m: dict) -> list[tuple[str, str, str]]:
+def _gil_enabled() -> bool:
+    return getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def _verdict(speedup: float, words: dict, kind: str) -> str:
+    # Where the notes say threads suit compute-heavy work, say what was
+    # measured instead: on CPython with the GIL, two threads are no faster.
+    verdict = words["faster"] if speedup >= 1.3 else words["not_faster"]
+    return verdict + (words["gil_note"] if kind == "thread" and _gil_enabled() else "")
+
+
+def _facts(m: dict, words: dict) -> dict:
+    """Every measurement, written for people (with units), keyed t_* and p_*."""
+    facts = {}
+    for prefix, kind in (("t", "thread"), ("p", "process")):
+        cpu = m["cpu_bound_speedup"][kind]
+        facts |= {
+            f"{prefix}_uss": _bytes(m["worker_memory"][kind]),
+            f"{prefix}_start": _seconds(m["creation_cost"][kind]),
+            f"{prefix}_shared": words["yes" if m["shares_memory"][kind] else "no"],
+            f"{prefix}_survived": words["yes" if m["crash_isolated"][kind] else "no"],
+            f"{prefix}_cpu": f"{cpu:.2f}",
+            f"{prefix}_cpu_verdict": _verdict(cpu, words, kind),
+            f"{prefix}_io": f"{m['io_bound_speedup'][kind]:.2f}",
+        }
+    return facts
+
+
+def table_rows(m: dict, lang: str = "en") -> list[tuple[str, str, str]]:
     """The notes' table as (aspect, threads, processes) rows, each with what was measured."""
-    t, p = _facts(m, "thread"), _facts(m, "process")
-    return [
-        ("Memory space", f"one space shared by all; {t['uss']} USS per thread",
-                         f"one space per process; {p['uss']} USS per process"),
-        ("Communication", f"plain objects (worker's change seen by parent: {t['shared']})",
-                          f"IPC: pipes, queues, shared memory (worker's change seen by parent: {p['shared']})"),
-        ("Synchronisation", f"needed around every shared object (memory shared: {t['shared']})",
-                            f"only around what is shared through IPC (memory shared: {p['shared']})"),
-        ("Fault isolation", f"a crash kills the whole program (parent survived: {t['survived']})",
-                            f"a crash kills only that worker (parent survived: {p['survived']})"),
-        ("Creation cost", f"{t['start']} to start and join", f"{p['start']} to start and join"),
-        ("Use cases", f"waiting (IO); {t['speedups']}", f"computing and isolation; {p['speedups']}"),
-    ]
+    words = WORDS[lang]
+    facts = _facts(m, words)
+    return [(aspect, threads.format(**facts), processes.format(**facts))
+            for aspect, threads, processes in words["rows"]]
 
 
-def markdown_table(rows) -> str:
-    lines = ["| Aspect | Threads | Processes |", "|---|---|---|"]
+def markdown_table(rows, lang: str = "en") -> str:
+    aspect, threads, processes = WORDS[lang]["header"]
+    lines = [f"| {aspect} | {threads} | {processes} |", "|---|---|---|"]
     lines += [f"| {aspect} | {threads} | {processes} |" for aspect, threads, processes in rows]
     return "\n".join(lines) + "\n"
 
 
-def _plot(m: dict, path: Path) -> None:
+# Hangul needs a CJK font: DejaVu Sans, matplotlib's default, has no Hangul
+# glyph and would draw empty boxes. Debian's fonts-noto-cjk provides these.
+KOREAN_FONTS = ("Noto Sans CJK KR", "Noto Sans CJK JP", "Noto Sans CJK SC", "NanumGothic")
+
+
+def _use_korean_font() -> None:
+    from matplotlib import font_manager, rcParams
+
+    def installed():
+        names = {font.name for font in font_manager.fontManager.ttflist}
+        return [name for name in KOREAN_FONTS if name in names]
+
+    if not installed():
+        # A font installed after matplotlib built its font cache is not in it yet.
+        for path in font_manager.findSystemFonts():
+            if "CJK" in path or "Nanum" in path:
+                font_manager.fontManager.addfont(path)
+    # Naming only installed fonts: matplotlib logs a complaint for each missing one.
+    rcParams["font.family"] = [*installed(), "DejaVu Sans"]
+
+
+def plot(m: dict, path: Path, lang: str = "en") -> None:
+    """Draw the measured numbers as bar charts into ``path`` (a PNG)."""
     # Imported here: plotting is the slow import, and no worker needs it.
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["threads", "processes"]
-    charts = [
-        ("CPU-bound speedup", [m["cpu_bound_speedup"][k] for k in KINDS], "serial / parallel"),
-        ("IO-bound speedup", [m["io_bound_speedup"][k] for k in KINDS], "serial / parallel"),
-        ("Creation cost", [m["creation_cost"][k] * 1e3 for k in KINDS], "ms per worker"),
-        ("Memory per worker", [m["worker_memory"][k] / 2**20 for k in KINDS], "MiB (USS)"),
-    ]
-    fig, axes = plt.subplots(1, len(charts), figsize=(14, 3.5))
-    for ax, (title, values, unit) in zip(axes, charts):
-        bars = ax.bar(labels, values, color=["tab:blue", "tab:orange"])
+    words = WORDS[lang]
+    if lang == "ko":
+        _use_korean_font()
+    speedup, per_worker, uss = words["units"]
+    charts = zip(words["charts"], (
+        ([m["cpu_bound_speedup"][k] for k in KINDS], speedup),
+        ([m["io_bound_speedup"][k] for k in KINDS], speedup),
+        ([m["creation_cost"][k] * 1e3 for k in KINDS], per_worker),
+        ([m["worker_memory"][k] / 2**20 for k in KINDS], uss),
+    ))
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.5))
+    for ax, (title, (values, unit)) in zip(axes, charts):
+        bars = ax.bar(words["kinds"], values, color=["tab:blue", "tab:orange"])
         ax.bar_label(bars, fmt="%.3g")
-        if "speedup" in title:
+        if unit == speedup:
             ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)   # 1.0 = no faster than serial
         ax.set_title(title)
         ax.set_ylabel(unit)
@@ -360,27 +455,31 @@ def _plot(m: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def build_report(out_dir) -> Path:
-    """Measure everything; write ``report.md`` and ``comparison.png`` in ``out_dir``.
-
-    Returns the path of ``report.md``.
-    """
+def write_report(m: dict, out_dir, lang: str = "en") -> Path:
+    """Write measurements ``m`` (as from :func:`measure_all`) as report.md and comparison.png."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    m = measure_all()
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    words = WORDS[lang]
+    intro = words["python"].format(
+        version=sys.version.split()[0],
+        gil=words["with_gil" if _gil_enabled() else "without_gil"],
+        cpus=len(os.sched_getaffinity(0)),
+        load=", ".join(f"{x:.2f}" for x in os.getloadavg()))
     report = out / "report.md"
-    report.write_text(
-        "# Threads versus processes, measured\n\n"
-        f"Python {sys.version.split()[0]} ({'with' if gil else 'without'} the GIL), "
-        f"{len(os.sched_getaffinity(0))} CPUs usable, load average "
-        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.\n\n"
-        + markdown_table(table_rows(m))
-        + "\n![comparison](comparison.png)\n",
-        encoding="utf-8",
-    )
-    _plot(m, out / "comparison.png")
+    report.write_text(f"# {words['title']}\n\n{intro}\n\n"
+                      + markdown_table(table_rows(m, lang), lang)
+                      + "\n![comparison](comparison.png)\n", encoding="utf-8")
+    plot(m, out / "comparison.png", lang)
     return report
+
+
+def build_report(out_dir, lang: str | None = None) -> Path:
+    """Measure everything; write ``report.md`` and ``comparison.png`` in ``out_dir``.
+
+    ``lang`` is ``"en"`` or ``"ko"``; by default :func:`report_language` picks.
+    Returns the path of ``report.md``.
+    """
+    return write_report(measure_all(), out_dir, lang or report_language())
 
 
 def main(argv=None) -> int:

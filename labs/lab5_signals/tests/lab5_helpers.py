@@ -86,16 +86,24 @@ def shell_status(returncode: int) -> int:
     return returncode if returncode >= 0 else 128 - returncode
 
 
-def wait_until(condition, timeout: float, what: str, interval: float = POLL):
-    """Poll ``condition()`` until it is truthy (returned) or ``timeout`` passes (test fails)."""
+def wait_until(condition, timeout: float, what, interval: float = POLL):
+    """Poll ``condition()`` until it is truthy (returned) or ``timeout`` passes (test fails).
+
+    ``what`` says what was awaited: a string, or a function that says it when
+    the wait fails (so that the message describes the state at the end).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} (waited {timeout:g} s)", pytrace=False)
+            pytest.fail(f"{_say(what)} (waited {timeout:g} s)", pytrace=False)
         time.sleep(interval)
+
+
+def _say(what) -> str:
+    return what() if callable(what) else what
 
 
 def last_line(path: Path) -> str:
@@ -267,11 +275,11 @@ class Supervised(Program):
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_for(self, condition, timeout: float, what: str):
+    def wait_for(self, condition, timeout: float, what):
         """Like wait_until, but fails at once (and says why) if the supervisor exits."""
         def check():
             if not self.alive():
-                pytest.fail(f"{what}: {self.describe_exit()}", pytrace=False)
+                pytest.fail(f"{_say(what)}: {self.describe_exit()}", pytrace=False)
             return condition()
         return wait_until(check, timeout, what)
 

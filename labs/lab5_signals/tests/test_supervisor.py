@@ -80,7 +80,9 @@ def test_no_zombie_when_many_children_exit_together(impl, tmp_path, programs):
     finally:
         supervisor.send(signal.SIGCONT)
     supervisor.wait_for(lambda: not supervisor.children(), 10,
-                        f"{len(supervisor.zombies())} of 50 children exited together and stayed zombies")
+                        lambda: f"{len(supervisor.zombies())} of 50 children exited together and stayed zombies "
+                                f"(pids {', '.join(map(str, supervisor.zombies()[:5]))}...): "
+                                "their parent, the supervisor, never waited for them")
     assert_clean_exit(supervisor, supervisor.stop(10))
 
 

@@ -229,14 +229,19 @@ def test_thread_is_cheaper_to_create(compare):
 
 # -- the report -----------------------------------------------------------------------
 
+# Each aspect as the words that may start its row, in English or in the notes'
+# Korean (메모리 공간, 통신 방법, 동기화 필요성, 안정성, 생성/관리 비용, 사용 사례).
 ASPECTS = {
-    "memory space": ("memory",),
-    "communication": ("communicat",),
-    "synchronisation": ("synchroni",),
-    "fault isolation": ("fault", "isolat"),
-    "creation cost": ("creat",),
-    "use cases": ("use case",),
+    "memory space": ("memory", "메모리"),
+    "communication": ("communicat", "통신"),
+    "synchronisation": ("synchroni", "동기화"),
+    "fault isolation": ("fault", "isolat", "안정성", "격리"),
+    "creation cost": ("creat", "생성"),
+    "use cases": ("use case", "사용 사례", "용도"),
 }
+# A column header names threads or processes: 스레드/스레딩, 프로세스/프로세싱 in Korean.
+THREAD_WORDS = ("thread", "스레")
+PROCESS_WORDS = ("process", "프로세")
 _NUMBER = r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 TIME = re.compile(_NUMBER + r"\s*(ns|µs|μs|us|ms|s)(?![A-Za-z])")
 TIME_UNITS = {"ns": 1e-9, "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -253,8 +258,8 @@ def parse_report(text: str) -> dict:
     rows = [row for row in rows if not all(re.fullmatch(r":?-*:?", cell) for cell in row)]
     for at, header in enumerate(rows):
         lowered = [cell.lower() for cell in header]
-        threads = [i for i, cell in enumerate(lowered) if "thread" in cell]
-        processes = [i for i, cell in enumerate(lowered) if "process" in cell]
+        threads = [i for i, cell in enumerate(lowered) if any(word in cell for word in THREAD_WORDS)]
+        processes = [i for i, cell in enumerate(lowered) if any(word in cell for word in PROCESS_WORDS)]
         if threads and processes:
             break
     else:
@@ -307,7 +312,7 @@ def test_report_command(impl, tmp_path):
                          env=impl.env(), cwd=tmp_path, stdin=subprocess.DEVNULL,
                          capture_output=True, text=True, timeout=150)
     assert run.returncode == 0, f"python compare.py --out DIR failed ({describe_exit(run.returncode)}): {_tail(run)}"
-    assert re.search(r"^\s*\|.*thread.*\|.*process", run.stdout, re.IGNORECASE | re.MULTILINE), \
+    assert re.search(r"^\s*\|.*(thread|스레).*\|.*(process|프로세)", run.stdout, re.IGNORECASE | re.MULTILINE), \
         "python compare.py --out DIR must print the table (a Markdown table with threads and processes columns)"
     report = out / "report.md"
     assert report.is_file(), "python compare.py --out DIR wrote no report.md"
