@@ -11,6 +11,7 @@ A lab is a folder ``labs/labN_topic/`` with a ``lab.yaml``::
     leaks_cost_points: false              # true: a test that leaks earns nothing
     symptoms:                             # hints chosen by what went wrong
       - {when: timeout, test: "test_pipeline.py::test_big_input", hint: "..."}
+      - {when: timeout, test: "test_pipeline.py::*", hint: "..."}   # a glob; first match wins
       - {when: exception, exception: BrokenPipeError, hint: "..."}
       - {when: leak, kind: semaphore, hint: "..."}   # kinds: see diagnostics.Finding
     tests:                                # public tests, "<file>::<test>"
@@ -35,6 +36,7 @@ Every hint may be a string or a mapping by language (``{en: ..., ko: ...}``).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -106,7 +108,7 @@ class Lab:
         """
         for seen in symptoms or []:
             for rule in self.symptoms:
-                if rule.get("test") not in (None, key):
+                if rule.get("test") is not None and not fnmatch.fnmatchcase(key, rule["test"]):
                     continue
                 if all(rule.get(field) in (None, value) for field, value in seen.items()):
                     return localised(rule.get("hint"), lang)

@@ -239,8 +239,10 @@ def _symptom(report, item) -> dict:
     if _STACKS_KEY in item.stash:
         return {"when": "timeout"}
     message = _failure_line(report)
-    exception = message.split(":", 1)[0].strip()
-    return {"when": "exception", "exception": exception} if exception.isidentifier() else {"when": "failure"}
+    name = message.split(":", 1)[0].strip()   # "posix_ipc.BusyError: ..." names a module too
+    if name and all(part.isidentifier() for part in name.split(".")):
+        return {"when": "exception", "exception": name.rsplit(".", 1)[-1]}
+    return {"when": "failure"}
 
 
 # -- discovering the lab --------------------------------------------------------------

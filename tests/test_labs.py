@@ -104,3 +104,27 @@ def test_every_collected_test_has_points_and_every_declared_test_exists(lab):
     assert collected == set(lab.tests), (
         f"collected but undeclared: {sorted(collected - set(lab.tests))}; "
         f"declared but not collected: {sorted(set(lab.tests) - collected)}")
+
+
+def test_symptom_rules_match_by_glob_and_first_match_wins():
+    lab = labs.Lab(id="lab9", title="t", folder=Path("/nonexistent"), modules=[], timeout=10, resources={},
+                   hidden_points=0, raw={}, symptoms=[
+        {"when": "timeout", "test": "test_a.py::test_big", "hint": {"en": "big", "ko": "큰"}},
+        {"when": "timeout", "test": "test_a.py::*", "hint": {"en": "any a", "ko": "아무 a"}},
+        {"when": "exception", "exception": "BusyError", "hint": "busy"},
+    ], tests={})
+    assert lab.hint_for("test_a.py::test_big", "ko", [{"when": "timeout"}]) == "큰"
+    assert lab.hint_for("test_a.py::test_small", "en", [{"when": "timeout"}]) == "any a"
+    assert lab.hint_for("test_b.py::test_small", "en", [{"when": "timeout"}]) is None
+    assert lab.hint_for("test_b.py::test_x", "en", [{"when": "exception", "exception": "BusyError"}]) == "busy"
+
+
+@pytest.mark.parametrize("lab", labs.all_labs(), ids=lambda lab: lab.id)
+def test_every_symptom_rule_names_a_test_that_exists(lab):
+    import fnmatch
+
+    for rule in lab.symptoms:
+        assert rule.get("when") in ("timeout", "exception", "leak", "failure"), rule
+        if rule.get("test"):
+            assert any(fnmatch.fnmatchcase(key, rule["test"]) for key in lab.tests), \
+                f"{lab.id}: symptom rule for {rule['test']!r} matches no test"
