@@ -224,6 +224,14 @@ def other_sessions_running() -> bool:
     return False
 
 
+def sessions_stamp() -> int:
+    """Changes whenever a session starts or ends (the registry folder's mtime)."""
+    try:
+        return SESSIONS_DIR.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def _special_files(folder: Path | None) -> dict[str, str]:
     """FIFOs and socket files under ``folder``: path -> kind."""
     found = {}
@@ -253,10 +261,14 @@ class LeakCheck:
         self.fds = _open_fds()
         self.specials = _special_files(tmp_folder)
         self.tmp_folder = tmp_folder
+        self.sessions = sessions_stamp()
 
     def findings(self, tmp_folder: Path | None = None) -> list[Finding]:
         found = self._processes()
-        if not other_sessions_running():  # otherwise new names may be another run's
+        # /dev/shm and /dev/mqueue are shared by the whole machine: when another
+        # kit run was alive, or started or ended, during this test, new names
+        # there may be its own, so they are neither blamed nor removed.
+        if not other_sessions_running() and sessions_stamp() == self.sessions:
             found += self._shm()
             found += self._mqueues()
         found += self._special_files(tmp_folder or self.tmp_folder)

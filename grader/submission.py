@@ -29,6 +29,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from grader import i18n
+from grader.i18n import N_
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_FILES = 2000
@@ -36,7 +37,21 @@ _IGNORED = {"__pycache__", "__MACOSX", ".git", ".DS_Store", ".pytest_cache", ".v
 
 
 class Rejected(Exception):
-    """The submission cannot be unpacked safely; the message is for the student."""
+    """The submission cannot be unpacked safely; the message is for the student.
+
+    ``message`` is an English catalog key with ``{placeholders}`` filled from
+    ``params``; :meth:`text` says it in the student's language.
+    """
+
+    def __init__(self, message: str, **params):
+        super().__init__(message.format(**params))
+        self.message, self.params = message, params
+
+    def text(self, _) -> str:
+        return _(self.message).format(**self.params)
+
+
+TOO_BIG = N_("the submission is over {mb} MB once unpacked (a compressed bomb?); it was not unpacked")
 
 
 @dataclasses.dataclass
@@ -70,26 +85,27 @@ def submission_hash(path: Path | str) -> str:
 def prepare(submission: Path, modules: list[str], dest: Path, lang: str | None = None) -> Prepared:
     """Unpack ``submission`` into ``dest/submission`` and check it against ``modules``.
 
-    The sentences about missing modules, syntax errors and extra files are in
-    ``lang`` (default: :func:`grader.i18n.language`); the rarer reasons an
-    archive is refused stay in English.
+    Every sentence for the student (missing modules, syntax errors, extra
+    files, why an archive was refused) is in ``lang`` (default:
+    :func:`grader.i18n.language`).
     """
     unpacked = dest / "unpacked"
     folder = dest / "submission"
     unpacked.mkdir(parents=True)
     folder.mkdir()
     notes: list[str] = []
+    _ = i18n.translator(i18n.language(lang))
     try:
         _unpack(Path(submission), unpacked, notes)
     except Rejected as exc:
-        return Prepared(folder, False, [str(exc)], notes, [], list(modules))
+        return Prepared(folder, False, [exc.text(_)], notes, [], list(modules))
     root = _lab_root(unpacked, modules)
     for item in root.iterdir():
         if item.name in _IGNORED:
             continue
         target = folder / item.name
         shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
-    return _check(folder, modules, notes, i18n.translator(i18n.language(lang)))
+    return _check(folder, modules, notes, _)
 
 
 def _unpack(source: Path, dest: Path, notes: list[str]) -> None:
@@ -97,13 +113,13 @@ def _unpack(source: Path, dest: Path, notes: list[str]) -> None:
     if source.is_dir():
         _copy_folder(source, dest, notes)
     elif not source.exists():
-        raise Rejected(f"the submission {source.name} does not exist")
+        raise Rejected(N_("the submission {name} does not exist"), name=source.name)
     elif name.endswith(".zip"):
         _unzip(source, dest, notes)
     elif name.endswith((".tar.gz", ".tgz", ".tar")):
         _untar(source, dest, notes)
     else:
-        raise Rejected(f"{source.name} is neither a folder, a .zip nor a .tar.gz")
+        raise Rejected(N_("{name} is neither a folder, a .zip nor a .tar.gz"), name=source.name)
 
 
 def _safe_name(name: str | bytes, notes: list[str]) -> PurePosixPath | None:
@@ -119,9 +135,9 @@ def _safe_name(name: str | bytes, notes: list[str]) -> PurePosixPath | None:
         return None
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or name.startswith("/"):
-        raise Rejected(f"the archive holds an absolute path ({name}); it was not unpacked")
+        raise Rejected(N_("the archive holds an absolute path ({name}); it was not unpacked"), name=name)
     if ".." in path.parts:
-        raise Rejected(f"the archive holds a path that leaves its folder ({name}); it was not unpacked")
+        raise Rejected(N_("the archive holds a path that leaves its folder ({name}); it was not unpacked"), name=name)
     parts = [p for p in path.parts if p not in ("", ".")]
     if not parts or any(p in _IGNORED for p in parts):
         return None
@@ -130,10 +146,9 @@ def _safe_name(name: str | bytes, notes: list[str]) -> PurePosixPath | None:
 
 def _budget(count: int, size: int) -> None:
     if count > MAX_FILES:
-        raise Rejected(f"the submission holds more than {MAX_FILES} files; it was not unpacked")
+        raise Rejected(N_("the submission holds more than {count} files; it was not unpacked"), count=MAX_FILES)
     if size > MAX_BYTES:
-        raise Rejected(f"the submission is over {MAX_BYTES // (1024 * 1024)} MB once unpacked "
-                       f"(a compressed bomb?); it was not unpacked")
+        raise Rejected(TOO_BIG, mb=MAX_BYTES // (1024 * 1024))
 
 
 def _write(dest: Path, rel: PurePosixPath, stream, limit: int) -> int:
@@ -144,8 +159,7 @@ def _write(dest: Path, rel: PurePosixPath, stream, limit: int) -> int:
         for block in iter(lambda: stream.read(1 << 16), b""):
             written += len(block)
             if written > limit:  # the header lied about the size
-                raise Rejected(f"the submission is over {MAX_BYTES // (1024 * 1024)} MB once unpacked "
-                               f"(a compressed bomb?); it was not unpacked")
+                raise Rejected(TOO_BIG, mb=MAX_BYTES // (1024 * 1024))
             out.write(block)
     return written
 
@@ -154,7 +168,7 @@ def _unzip(source: Path, dest: Path, notes: list[str]) -> None:
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise Rejected(f"{source.name} is not a readable zip file ({exc})") from exc
+        raise Rejected(N_("{name} is not a readable zip file ({error})"), name=source.name, error=exc) from exc
     with archive:
         members = archive.infolist()
         _budget(len(members), sum(m.file_size for m in members))
@@ -165,9 +179,9 @@ def _unzip(source: Path, dest: Path, notes: list[str]) -> None:
             rel = _safe_name(raw, notes)
             mode = stat.S_IFMT(member.external_attr >> 16)  # 0 when the zip tool stored no type
             if mode and stat.S_ISLNK(mode):
-                raise Rejected(f"the archive holds a symbolic link ({member.filename}); it was not unpacked")
+                raise Rejected(N_("the archive holds a symbolic link ({name}); it was not unpacked"), name=member.filename)
             if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise Rejected(f"the archive holds a special file ({member.filename}); it was not unpacked")
+                raise Rejected(N_("the archive holds a special file ({name}); it was not unpacked"), name=member.filename)
             if rel is not None and not member.is_dir():
                 chosen.append((member, rel))
         left = MAX_BYTES
@@ -176,27 +190,27 @@ def _unzip(source: Path, dest: Path, notes: list[str]) -> None:
                 with archive.open(member) as stream:
                     left -= _write(dest, rel, stream, left)
             except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-                raise Rejected(f"{member.filename} in {source.name} cannot be read ({exc})") from exc
+                raise Rejected(N_("{member} in {name} cannot be read ({error})"), member=member.filename, name=source.name, error=exc) from exc
 
 
 def _untar(source: Path, dest: Path, notes: list[str]) -> None:
     try:
         archive = tarfile.open(source, encoding="utf-8", errors="surrogateescape")
     except (tarfile.TarError, OSError) as exc:
-        raise Rejected(f"{source.name} is not a readable tar archive ({exc})") from exc
+        raise Rejected(N_("{name} is not a readable tar archive ({error})"), name=source.name, error=exc) from exc
     with archive:
         try:
             members = archive.getmembers()
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise Rejected(f"{source.name} is a damaged tar archive ({exc})") from exc
+            raise Rejected(N_("{name} is a damaged tar archive ({error})"), name=source.name, error=exc) from exc
         _budget(len(members), sum(m.size for m in members))
         chosen = []
         for member in members:
             rel = _safe_name(member.name, notes)
             if member.issym() or member.islnk():
-                raise Rejected(f"the archive holds a link ({member.name} -> {member.linkname}); it was not unpacked")
+                raise Rejected(N_("the archive holds a link ({name} -> {target}); it was not unpacked"), name=member.name, target=member.linkname)
             if not (member.isfile() or member.isdir()):
-                raise Rejected(f"the archive holds a device or special file ({member.name}); it was not unpacked")
+                raise Rejected(N_("the archive holds a device or special file ({name}); it was not unpacked"), name=member.name)
             if rel is not None and member.isfile():
                 chosen.append((member, rel))
         left = MAX_BYTES
@@ -215,9 +229,9 @@ def _copy_folder(source: Path, dest: Path, notes: list[str]) -> None:
             rel_text = os.fsdecode(full.relative_to(source))
             info = full.lstat()
             if stat.S_ISLNK(info.st_mode):
-                raise Rejected(f"the submission holds a symbolic link ({rel_text}); it was not graded")
+                raise Rejected(N_("the submission holds a symbolic link ({name}); it was not graded"), name=rel_text)
             if not stat.S_ISREG(info.st_mode):
-                raise Rejected(f"the submission holds a device or special file ({rel_text}); it was not graded")
+                raise Rejected(N_("the submission holds a device or special file ({name}); it was not graded"), name=rel_text)
             rel = _safe_name(rel_text, notes)
             if rel is None:
                 continue

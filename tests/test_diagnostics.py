@@ -159,3 +159,45 @@ def test_perturbation_of_stress_tests_only(kit):
 def test_a_failed_stress_test_names_its_seed(kit):
     kit.run(impl=kit.impl(BROKEN), extra=["--perturb-stress", "78"], timeout=180)
     assert "(perturbed run, seed 78)" in kit.row("test_demo.py::test_flaky")["message"]
+
+
+def _shm_leak_check(during):
+    """A LeakCheck around a test that leaves a file in /dev/shm while ``during()`` runs."""
+    import uuid
+
+    from grader import diagnostics
+
+    check = diagnostics.LeakCheck()
+    leaked = Path("/dev/shm") / f"ipclab_kit_test_{uuid.uuid4().hex[:8]}"
+    try:
+        leaked.touch()
+        during()
+        return {f.kind for f in check.findings()}, leaked.exists()
+    finally:
+        leaked.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def own_registry(tmp_path, monkeypatch):
+    """A session registry of its own, so that kit runs elsewhere on the machine do not count."""
+    from grader import diagnostics
+
+    monkeypatch.setattr(diagnostics, "SESSIONS_DIR", tmp_path / "sessions")
+    return diagnostics.SESSIONS_DIR
+
+
+def test_a_shm_leftover_is_blamed_when_no_other_run_came_or_went(own_registry):
+    kinds, still_there = _shm_leak_check(lambda: None)
+    assert "shm" in kinds and not still_there
+
+
+def test_a_run_that_came_and_went_during_the_test_is_not_blamed_on_it(own_registry):
+    """Another kit run that started and ended mid-test may have left that name: it is not ours to blame."""
+    def another_run_comes_and_goes():
+        own_registry.mkdir(exist_ok=True)
+        ghost = own_registry / "999999999"
+        ghost.touch()
+        ghost.unlink()
+
+    kinds, still_there = _shm_leak_check(another_run_comes_and_goes)
+    assert "shm" not in kinds and still_there
