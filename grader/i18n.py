@@ -79,3 +79,17 @@ def jinja_env(lang: str, **options):
     env.install_gettext_translations(translations(lang), newstyle=True)
     env.globals["lang"] = lang
     return env
+
+
+def say(message: str, **params) -> str:
+    """``message`` in the student's language, its ``{fields}`` filled from ``params``.
+
+    Lab tests word their failures with it, so that a Korean-reading student
+    reads why a test failed in Korean::
+
+        assert got == want, say("expected {want!r}, got {got!r}", want=want, got=got)
+
+    The language is :func:`language`'s (``IPCLAB_LANG``, then the locale),
+    read at each call: a test run follows the student's choice.
+    """
+    return gettext(message, language()).format(**params)

@@ -136,13 +136,24 @@ class LabSession:
             entry["message"] = _first_line(_skip_reason(report))
         elif report.failed and entry["outcome"] in ("passed", "skipped"):
             entry["outcome"] = "failed" if report.when == "call" else "error"
-            entry["message"] = _failure_line(report)
+            entry["message"] = self.not_implemented(_failure_line(report))
             entry["symptoms"].append(_symptom(report, item))
         if report.when == "call" and _STACKS_KEY in item.stash:
             entry["stacks"] = item.stash[_STACKS_KEY][:STACKS_CAP]
         output = (report.capstdout or "") + (report.capstderr or "")
         if output:
             entry["output"] = (entry["output"] + output)[:OUTPUT_CAP]
+
+    def not_implemented(self, message: str) -> str:
+        """A stub's NotImplementedError, said in the student's language.
+
+        The stub's own words ("pipeline: fork one child per command...") are
+        English; in another language the table names the function instead.
+        """
+        if self.lang == "en" or not message.startswith("NotImplementedError"):
+            return message
+        name = message.partition(":")[2].strip().partition(":")[0].strip() or "?"
+        return self._("{name} is not implemented yet (NotImplementedError)").format(name=name)
 
     def add_findings(self, nodeid: str, key: str, findings: list[diagnostics.Finding]):
         entry = self.entry(nodeid, key)

@@ -201,3 +201,27 @@ def test_a_run_that_came_and_went_during_the_test_is_not_blamed_on_it(own_regist
 
     kinds, still_there = _shm_leak_check(another_run_comes_and_goes)
     assert "shm" not in kinds and still_there
+
+
+def test_a_message_queue_left_behind_is_a_finding(own_registry):
+    import uuid
+
+    import posix_ipc
+
+    from grader import diagnostics
+
+    assert os.path.ismount(diagnostics.MQUEUE_DIR), \
+        "/dev/mqueue is not mounted, so leaked message queues cannot be seen: mount -t mqueue none /dev/mqueue"
+    check = diagnostics.LeakCheck()
+    name = f"/ipclab_kit_test_{uuid.uuid4().hex[:8]}"
+    queue = posix_ipc.MessageQueue(name, posix_ipc.O_CREX)
+    queue.close()
+    try:
+        found = check.findings()
+        assert [f.kind for f in found] == ["mqueue"], found
+        assert not (diagnostics.MQUEUE_DIR / name.lstrip("/")).exists(), "the leaked queue was not removed"
+    finally:
+        try:
+            posix_ipc.unlink_message_queue(name)
+        except posix_ipc.ExistentialError:
+            pass

@@ -29,10 +29,11 @@ from grader import gradebook, i18n, labs, reports, sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 PO_FILE = ROOT / "grader" / "locale" / "ko" / "LC_MESSAGES" / "ipclab.po"
-PY_KEYWORDS = {"_": None, "N_": None, "gettext": (1,)}
+PY_KEYWORDS = {"_": None, "N_": None, "gettext": (1,), "say": (1,)}
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 # str.format fields in Python ({name}), Jinja2 newstyle fields in templates (%(name)s)
-PLACEHOLDER = re.compile(r"\{(\w*)\}|%\((\w+)\)[sdfr]")
+# ({name!r} and {value:.1f} name a field too)
+PLACEHOLDER = re.compile(r"\{(\w*)(?:![rsa])?(?::[^{}]*)?\}|%\((\w+)\)[sdfr]")
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -69,8 +70,14 @@ def untranslated(ids: dict[str, str], cat) -> list[str]:
     return missing
 
 
+def lab_test_files() -> list[Path]:
+    """The labs' public and hidden tests and their helpers: they word failures with say()."""
+    return sorted([*ROOT.glob("labs/*/tests/*.py"), *ROOT.glob("reference/*/tests/*.py")])
+
+
 def used_message_ids() -> dict[str, str]:
-    ids = message_ids(sorted((ROOT / "grader").glob("*.py")), sorted((ROOT / "templates").glob("*.j2")))
+    ids = message_ids(sorted((ROOT / "grader").glob("*.py")) + lab_test_files(),
+                      sorted((ROOT / "templates").glob("*.j2")))
     # Lab titles are translated where they are shown (_(lab.title)): they are messages too.
     ids.update({lab.title: f"{lab.folder.relative_to(ROOT)}/lab.yaml: title" for lab in labs.all_labs(ROOT)})
     return ids
@@ -156,8 +163,43 @@ def test_placeholders_of_each_translation_match_its_message():
     assert not wrong, "\n".join(wrong)
 
 
+def say_calls_without_their_fields(path: Path) -> list[str]:
+    """say("...", **fields) calls whose fields do not match the message's placeholders."""
+    import ast
+
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "say"):
+            continue
+        if not node.args or not isinstance(node.args[0], ast.Constant) or not isinstance(node.args[0].value, str):
+            wrong.append(f"{_where(path)}:{node.lineno}: say() needs a plain string literal (not an f-string)")
+            continue
+        if any(keyword.arg is None for keyword in node.keywords):
+            continue   # say(message, **fields): cannot be checked statically
+        wanted = set(placeholders(node.args[0].value))
+        given = {keyword.arg for keyword in node.keywords}
+        if wanted != given or "" in wanted:
+            wrong.append(f"{_where(path)}:{node.lineno}: {node.args[0].value!r} needs {sorted(wanted)}, "
+                         f"given {sorted(given)}")
+    return wrong
+
+
+def test_every_say_call_fills_exactly_its_placeholders():
+    wrong = [problem for path in lab_test_files() + sorted((ROOT / "grader").glob("*.py"))
+             for problem in say_calls_without_their_fields(path)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_say_check_sees_a_missing_and_an_extra_field(tmp_path):
+    code = tmp_path / "t.py"
+    code.write_text('say("got {got!r}, want {want}", got=1)\nsay("plain", x=2)\nsay(f"{x}")\nsay("ok {n:.1f}", n=1)\n')
+    problems = say_calls_without_their_fields(code)
+    assert len(problems) == 3 and ":1:" in problems[0] and ":2:" in problems[1] and ":3:" in problems[2], problems
+
+
 def test_the_placeholder_check_sees_a_dropped_field():
     assert placeholders("Hint: {hint}") != placeholders("힌트:")
+    assert placeholders("{got!r} and {x:.1f}") == ["got", "x"]
     assert placeholders("%(passed)s of %(cases)s") == placeholders("%(cases)s개 중 %(passed)s개")
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from grader.i18n import say
+
 REPLY_TIMEOUT = 5.0      # the spec promises 1 s; the margin absorbs a loaded machine
 
 
@@ -80,7 +82,7 @@ class RespClient:
         if kind == b"*":
             count = int(rest)
             return None if count < 0 else [self.reply() for _ in range(count)]
-        raise AssertionError(f"not a RESP reply: {line[:80]!r}")
+        raise AssertionError(say("not a RESP reply: {line!r}", line=line[:80]))
 
     def read_until_closed(self) -> bytes:
         """Everything the server sends until it closes the connection.
@@ -96,8 +98,9 @@ class RespClient:
             except ConnectionResetError:
                 return data
             except socket.timeout:
-                raise AssertionError(f"the server did not close the connection within {self.sock.gettimeout()} s "
-                                     f"(received so far: {data[:80]!r})") from None
+                raise AssertionError(say("the server did not close the connection within {seconds} s "
+                                         "(received so far: {data!r})",
+                                         seconds=self.sock.gettimeout(), data=data[:80])) from None
             if not chunk:
                 return data
             data += chunk
@@ -114,9 +117,9 @@ class RespClient:
         try:
             chunk = self.sock.recv(1 << 20)
         except socket.timeout:
-            raise AssertionError(f"no reply within {self.sock.gettimeout()} s") from None
+            raise AssertionError(say("no reply within {seconds} s", seconds=self.sock.gettimeout())) from None
         if not chunk:
-            raise AssertionError("the server closed the connection instead of replying")
+            raise AssertionError(say("the server closed the connection instead of replying"))
         self.buffer += chunk
 
     def _line(self) -> bytes:
@@ -292,4 +295,5 @@ def expect_snapshot(collector, expected: dict, timeout: float = 5.0) -> None:
     """Poll ``snapshot()`` until it equals ``expected`` (UDP gives no delivery receipt)."""
     if wait_for(lambda: collector.snapshot() == expected, timeout):
         return
-    raise AssertionError(f"snapshot() is {collector.snapshot()!r} after {timeout:g} s; expected {expected!r}")
+    raise AssertionError(say("snapshot() is {got!r} after {seconds:g} s; expected {expected!r}",
+                             got=collector.snapshot(), seconds=timeout, expected=expected))

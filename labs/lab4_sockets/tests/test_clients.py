@@ -16,6 +16,7 @@ import uuid
 import pytest
 import redis
 
+from grader.i18n import say
 from lab4_helpers import RespClient, wait_for
 
 
@@ -60,7 +61,7 @@ def test_redis_py_client(unix_server, transport):
 
 def redis_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
     cli = shutil.which("redis-cli")
-    assert cli, "redis-cli is not installed (Debian package redis-tools): this test needs it"
+    assert cli, say("redis-cli is not installed (Debian package redis-tools): this test needs it")
     return subprocess.run([cli, *args], input=stdin, capture_output=True, timeout=15)
 
 
@@ -74,7 +75,8 @@ def test_redis_cli(unix_server, transport):
 
     def run(*args, stdin=b""):
         result = redis_cli(*where, *args, stdin=stdin)
-        assert result.returncode == 0, f"redis-cli {' '.join(args)} failed: {result.stderr.decode(errors='replace')}"
+        assert result.returncode == 0, say("redis-cli {args} failed: {stderr}",
+                                           args=" ".join(args), stderr=result.stderr.decode(errors="replace"))
         return result.stdout
 
     assert run("PING") == b"PONG\n"
@@ -115,8 +117,9 @@ def start_program(impl, unix_path: str) -> tuple[subprocess.Popen, int]:
         _, err = proc.communicate(timeout=10)
         if b"in use" not in err:
             break
-    last_words = (err.decode(errors="replace").strip().splitlines() or ["(nothing on stderr)"])[-1]
-    raise AssertionError(f"kvserver.py did not start serving on {unix_path}: {last_words}")
+    last_words = (err.decode(errors="replace").strip().splitlines() or [say("(nothing on stderr)")])[-1]
+    raise AssertionError(say("kvserver.py did not start serving on {path}: {last_words}",
+                             path=unix_path, last_words=last_words))
 
 
 @contextlib.contextmanager
@@ -160,8 +163,8 @@ def test_program_stops_on_signal(impl, socket_dir, signum):
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"kvserver.py still runs 10 s after {signum.name}") from None
-        assert not os.path.exists(path), f"the socket file is still there after {signum.name}"
+            raise AssertionError(say("kvserver.py still runs 10 s after {signal}", signal=signum.name)) from None
+        assert not os.path.exists(path), say("the socket file is still there after {signal}", signal=signum.name)
         assert unix.read_until_closed() == b"" and tcp.read_until_closed() == b""
         unix.close()
         tcp.close()

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from grader.i18n import say
 from lab4_helpers import ErrorReply, RespClient, encode, wait_until_server_has_read
 
 # -- the commands --------------------------------------------------------------------------
@@ -24,25 +25,25 @@ def test_ping_and_echo(server, clients):
 
 def test_set_get_del_exists(server, clients):
     c = clients.tcp(server.address)
-    assert c.call("GET", "fruit") is None, "GET of a missing key must be the null bulk string $-1"
+    assert c.call("GET", "fruit") is None, say("GET of a missing key must be the null bulk string $-1")
     assert c.call("SET", "fruit", "apple") == "OK"
     assert c.call("GET", "fruit") == b"apple"
     assert c.call("set", "fruit", "pear") == "OK"
     assert c.call("get", "fruit") == b"pear"
     assert c.call("SET", "veg", "leek") == "OK"
     assert c.call("EXISTS", "fruit", "veg", "nut") == 2
-    assert c.call("EXISTS", "fruit", "fruit") == 2, "EXISTS counts a key named twice twice"
+    assert c.call("EXISTS", "fruit", "fruit") == 2, say("EXISTS counts a key named twice twice")
     assert c.call("DEL", "fruit", "nut") == 1
-    assert c.call("DEL", "veg", "veg") == 1, "DEL counts the keys it removed"
+    assert c.call("DEL", "veg", "veg") == 1, say("DEL counts the keys it removed")
     assert c.call("EXISTS", "fruit", "veg") == 0
     assert c.call("GET", "fruit") is None
 
 
 def test_incr(server, clients):
     c = clients.tcp(server.address)
-    assert c.call("INCR", "visits") == 1, "INCR of a missing key starts from 0"
+    assert c.call("INCR", "visits") == 1, say("INCR of a missing key starts from 0")
     assert c.call("INCR", "visits") == 2
-    assert c.call("GET", "visits") == b"2", "INCR stores the new value as a decimal string"
+    assert c.call("GET", "visits") == b"2", say("INCR stores the new value as a decimal string")
     assert c.call("SET", "temp", "-5") == "OK"
     assert c.call("INCR", "temp") == -4
     assert c.call("SET", "big", "9000000000") == "OK"
@@ -60,8 +61,8 @@ def test_error_replies_keep_the_connection_open(server, clients):
         assert c.call("SET", "n", value) == "OK"
         reply = c.call("INCR", "n")
         assert reply == "ERR value is not an integer or out of range", (value, reply)
-        assert c.call("GET", "n") == value.encode(), "a failed INCR must not change the value"
-    assert c.call("PING") == "PONG", "the connection must stay usable after error replies"
+        assert c.call("GET", "n") == value.encode(), say("a failed INCR must not change the value")
+    assert c.call("PING") == "PONG", say("the connection must stay usable after error replies")
 
 
 def test_command_probe_gets_an_array(server, clients):
@@ -101,8 +102,8 @@ def test_commands_split_at_every_byte(server, clients):
         try:
             c.send(stream[i:i + 1])
         except OSError:
-            raise AssertionError(f"the server closed the connection after {i} of {len(stream)} bytes, "
-                                 "in the middle of a command") from None
+            raise AssertionError(say("the server closed the connection after {sent} of {total} bytes, "
+                                     "in the middle of a command", sent=i, total=len(stream))) from None
         wait_until_server_has_read(c.sock)   # the server gets every prefix on its own
     assert [c.reply() for _ in range(4)] == ["OK", b"a value\r\nwith a CRLF", 1, b""]
 
@@ -118,7 +119,7 @@ def test_binary_safe_keys_and_values(unix_server, clients):
         assert unix.call("GET", key) == data + b"!"
         assert unix.call("ECHO", data) == data
         assert tcp.call("EXISTS", key) == 1
-    assert tcp.call("SET", b"", b"") == "OK", "the empty string is a valid key and value"
+    assert tcp.call("SET", b"", b"") == "OK", say("the empty string is a valid key and value")
     assert unix.call("GET", b"") == b""
 
 
@@ -166,7 +167,7 @@ def test_silent_client_does_not_block_others(server, clients):
     silent = clients.tcp(server.address)       # connects, never sends a byte
     for _ in range(3):
         _served_promptly(server.address)
-    assert silent.call("PING") == "PONG", "the silent client must still be served once it speaks"
+    assert silent.call("PING") == "PONG", say("the silent client must still be served once it speaks")
 
 
 def test_half_sent_command_does_not_block_others(server, clients):
@@ -197,9 +198,10 @@ def test_malformed_input_gets_an_error_and_is_closed(server, clients, data):
     bad = clients.tcp(server.address)
     bad.send(data)
     answer = bad.read_until_closed()
-    assert answer.startswith(b"-ERR") and answer.endswith(b"\r\n"), f"expected an -ERR line, got {answer[:80]!r}"
-    assert bystander.call("GET", "safe") == b"still here", "other clients must be unaffected"
-    assert clients.tcp(server.address).call("PING") == "PONG", "the server must keep accepting clients"
+    assert answer.startswith(b"-ERR") and answer.endswith(b"\r\n"), say("expected an -ERR line, got {answer!r}",
+                                                                        answer=answer[:80])
+    assert bystander.call("GET", "safe") == b"still here", say("other clients must be unaffected")
+    assert clients.tcp(server.address).call("PING") == "PONG", say("the server must keep accepting clients")
 
 
 def test_client_vanishing_mid_command_harms_nobody(server, clients):
@@ -217,7 +219,7 @@ def test_client_vanishing_mid_command_harms_nobody(server, clients):
         greedy.send(encode("GET", "blob") * 20)        # 5 MiB of replies nobody will read
         greedy.reset()
         assert bystander.call("PING") == "PONG"
-    assert bystander.call("GET", "blob") == value, "a half-sent command must never be executed"
+    assert bystander.call("GET", "blob") == value, say("a half-sent command must never be executed")
     assert clients.tcp(server.address).call("GET", "blob") == value
 
 
@@ -239,15 +241,15 @@ def test_stop_closes_everything_and_removes_the_socket_file(kvserver, socket_dir
     server.start()
     try:
         address = tuple(server.address)
-        assert os.path.exists(path), "start() must create the UNIX socket file"
+        assert os.path.exists(path), say("start() must create the UNIX socket file")
         idle_tcp, idle_unix = clients.tcp(address), clients.unix(path)
         assert idle_tcp.call("PING") == "PONG" and idle_unix.call("PING") == "PONG"
         halfway = clients.tcp(address)
         halfway.send(encode("SET", "k", "v")[:7])
     finally:
         server.stop()
-    assert not os.path.exists(path), "stop() must remove the socket file"
+    assert not os.path.exists(path), say("stop() must remove the socket file")
     for client in (idle_tcp, idle_unix, halfway):
-        assert client.read_until_closed() == b"", "stop() must close every client connection"
+        assert client.read_until_closed() == b"", say("stop() must close every client connection")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=5).close()
