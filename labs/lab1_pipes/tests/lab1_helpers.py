@@ -18,6 +18,8 @@ import time
 import psutil
 import pytest
 
+from grader.i18n import say
+
 WAIT = 5.0  # seconds: generous bound for anything that should take milliseconds
 
 
@@ -37,7 +39,8 @@ def run(pipeline, commands, timeout=WAIT, **kwargs):
         return pipeline.run_pipeline(commands, timeout=timeout, **kwargs)
     except TimeoutError:
         shown = " | ".join(" ".join(c) for c in commands)
-        pytest.fail(f"`{shown}` did not finish within {timeout} s (a stage waiting for end-of-file?)",
+        pytest.fail(say("`{shown}` did not finish within {timeout} s (a stage waiting for end-of-file?)",
+                        shown=shown, timeout=timeout),
                     pytrace=False)
 
 
@@ -52,7 +55,7 @@ def describe(procs) -> str:
         try:
             out.append(f"{p.pid} {p.name()} ({p.status()})")
         except psutil.Error:
-            out.append(f"{p.pid} (gone)")
+            out.append(say("{pid} (gone)", pid=p.pid))
     return ", ".join(out)
 
 
@@ -122,7 +125,7 @@ class ServerProcess:
     def wait_ready(self):
         line = self.readline()
         if line != "ready":
-            pytest.fail(f"the server did not start: {line} {self.error()}", pytrace=False)
+            pytest.fail(say("the server did not start: {line} {error}", line=line, error=self.error()), pytrace=False)
 
     @property
     def pid(self) -> int:
@@ -133,10 +136,10 @@ class ServerProcess:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                return "<no answer>"
+                return say("<no answer>")
             chunk = os.read(self.proc.stdout.fileno(), 65536)
             if not chunk:
-                return "<exited>"
+                return say("<exited>")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode()
@@ -146,7 +149,8 @@ class ServerProcess:
         line = self.readline(timeout)
         self.calls_left -= 1
         if not line.startswith("["):
-            pytest.fail(f"serve() did not return within {timeout} s: {line} {self.error()}", pytrace=False)
+            pytest.fail(say("serve() did not return within {timeout} s: {line} {error}",
+                            timeout=timeout, line=line, error=self.error()), pytrace=False)
         return [record.removesuffix("\n") for record in json.loads(line)]
 
     def error(self) -> str:
@@ -197,7 +201,8 @@ def open_writer(path, timeout: float = WAIT) -> int:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:  # ENXIO: no reader yet; ENOENT: no FIFO yet
             if time.monotonic() > deadline:
-                pytest.fail(f"nobody opened {path} for reading within {timeout} s", pytrace=False)
+                pytest.fail(say("nobody opened {path} for reading within {timeout} s", path=path, timeout=timeout),
+                            pytrace=False)
             time.sleep(0.01)
             continue
         os.set_blocking(fd, True)
@@ -218,7 +223,10 @@ def wait_all(procs, timeout: float = 8.0):  # under the default 10 s test timeou
         try:
             _, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            pytest.fail(f"a writer ({proc.args[:3]}...) did not finish within {timeout} s", pytrace=False)
+            pytest.fail(say("a writer ({args}...) did not finish within {timeout} s",
+                            args=proc.args[:3], timeout=timeout),
+                        pytrace=False)
         if proc.returncode != 0:
-            pytest.fail(f"a writer failed with status {proc.returncode}: {err.decode(errors='replace')[-300:]}",
+            pytest.fail(say("a writer failed with status {status}: {tail}",
+                            status=proc.returncode, tail=err.decode(errors="replace")[-300:]),
                         pytrace=False)

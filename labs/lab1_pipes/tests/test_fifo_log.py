@@ -17,6 +17,7 @@ import time
 import psutil
 import pytest
 
+from grader.i18n import say
 from lab1_helpers import WAIT, is_fifo, open_writer, wait_all
 
 WRITERS = 8
@@ -50,9 +51,11 @@ def check_records(got, expected):
     """Every expected record exactly once, nothing else."""
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
-    assert not extra, f"{len(extra)} corrupted or unexpected records, e.g. {extra[0][:120]!r}"
-    assert not missing, f"{len(missing)} of {len(expected)} records lost, e.g. {missing[0][:80]!r}"
-    assert len(got) == len(expected), f"{len(got) - len(expected)} records arrived twice"
+    assert not extra, say("{count} corrupted or unexpected records, e.g. {example!r}",
+                          count=len(extra), example=extra[0][:120])
+    assert not missing, say("{lost} of {total} records lost, e.g. {example!r}",
+                            lost=len(missing), total=len(expected), example=missing[0][:80])
+    assert len(got) == len(expected), say("{count} records arrived twice", count=len(got) - len(expected))
 
 
 def test_creates_fifo_0600(fifo_log, tmp_path):
@@ -64,8 +67,8 @@ def test_creates_fifo_0600(fifo_log, tmp_path):
         os.umask(old_umask)
     try:
         mode = os.stat(path).st_mode
-        assert stat.S_ISFIFO(mode), "the path is not a FIFO"
-        assert stat.S_IMODE(mode) == 0o600, f"mode is {oct(stat.S_IMODE(mode))}, not 0o600"
+        assert stat.S_ISFIFO(mode), say("the path is not a FIFO")
+        assert stat.S_IMODE(mode) == 0o600, say("mode is {mode}, not 0o600", mode=oct(stat.S_IMODE(mode)))
     finally:
         server.close()
 
@@ -90,9 +93,9 @@ def test_refuses_existing_non_fifo(fifo_log, tmp_path, kind):
     with pytest.raises(FileExistsError):
         fifo_log.FifoLogServer(path)
     if kind == "file":
-        assert path.read_text() == "precious", "the existing file was changed"
+        assert path.read_text() == "precious", say("the existing file was changed")
     else:
-        assert path.is_dir(), "the existing directory was removed"
+        assert path.is_dir(), say("the existing directory was removed")
 
 
 def test_close_removes_fifo(fifo_log, tmp_path, start_server):
@@ -100,12 +103,12 @@ def test_close_removes_fifo(fifo_log, tmp_path, start_server):
     server = fifo_log.FifoLogServer(path)
     assert is_fifo(path)
     server.close()
-    assert not os.path.lexists(path), "close() left the FIFO behind"
+    assert not os.path.lexists(path), say("close() left the FIFO behind")
 
     path = tmp_path / "b.fifo"
     with fifo_log.FifoLogServer(path):
         assert is_fifo(path)
-    assert not os.path.lexists(path), "leaving the with block left the FIFO behind"
+    assert not os.path.lexists(path), say("leaving the with block left the FIFO behind")
 
     # And after serving records, in a program of its own.
     path = tmp_path / "c.fifo"
@@ -115,7 +118,7 @@ def test_close_removes_fifo(fifo_log, tmp_path, start_server):
     os.close(fd)
     assert server.records() == ["one", "two"]
     assert server.readline() == "closed"
-    assert not os.path.lexists(path), "the server left its FIFO behind after close()"
+    assert not os.path.lexists(path), say("the server left its FIFO behind after close()")
 
 
 def test_concurrent_writers(impl, tmp_path, start_server):
@@ -166,7 +169,8 @@ def test_idle_server_uses_no_cpu(impl, tmp_path, start_server):
     time.sleep(IDLE_WINDOW)  # the measuring window
     used = sum(process.cpu_times()[:2]) - before
     assert used < 0.1, \
-        f"the idle server used {used:.2f} s of CPU in {IDLE_WINDOW} s: busy loop on end-of-file?"
+        say("the idle server used {used:.2f} s of CPU in {window} s: busy loop on end-of-file?",
+            used=used, window=IDLE_WINDOW)
     fd = open_writer(path)  # and it still serves a new writer
     os.write(fd, b"d\n")
     os.close(fd)
@@ -181,4 +185,4 @@ def test_rejects_long_record(fifo_log, tmp_path, start_server):
     near_limit = "y" * (select.PIPE_BUF - 100)
     fifo_log.fifo_send(path, near_limit)
     fifo_log.fifo_send(path, "ok")
-    assert server.records() == [near_limit, "ok"], "a rejected record must write nothing"
+    assert server.records() == [near_limit, "ok"], say("a rejected record must write nothing")

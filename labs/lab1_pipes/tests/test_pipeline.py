@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from grader.i18n import say
 from lab1_helpers import WAIT, children, describe, pipe_fds, run
 
 NOT_A_COMMAND = "ipclab-no-such-command"
@@ -63,8 +64,8 @@ def test_matches_shell(pipeline, case):
     line = " | ".join(shlex.join(c) for c in commands)
     shell = subprocess.run(["/bin/sh", "-c", line], input=data or b"", capture_output=True, timeout=WAIT)
     result = run(pipeline, commands, input=data)
-    assert result.stdout == shell.stdout, f"`{line}` printed something else than /bin/sh does"
-    assert result.returncodes[-1] == shell.returncode, f"`{line}`: last status differs from /bin/sh's"
+    assert result.stdout == shell.stdout, say("`{line}` printed something else than /bin/sh does", line=line)
+    assert result.returncodes[-1] == shell.returncode, say("`{line}`: last status differs from /bin/sh's", line=line)
     assert len(result.returncodes) == len(commands)
 
 
@@ -78,7 +79,7 @@ def test_command_not_found(pipeline, capfd):
     capfd.readouterr()
     result = run(pipeline, [[NOT_A_COMMAND, "arg"]])
     assert result.returncodes == [127]
-    assert capfd.readouterr().err.strip(), "no message on stderr for a command that was not found"
+    assert capfd.readouterr().err.strip(), say("no message on stderr for a command that was not found")
     codes = run(pipeline, [["echo", "x"], [NOT_A_COMMAND], ["cat"]]).returncodes
     assert codes[1:] == [127, 0]
 
@@ -86,13 +87,14 @@ def test_command_not_found(pipeline, capfd):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1])
 def test_killed_by_signal(pipeline, sig):
     result = run(pipeline, [["sh", "-c", f"kill -{sig.name[3:]} $$"], ["cat"]])
-    assert result.returncodes == [-sig, 0], f"a stage killed by {sig.name} must be reported as {-sig}"
+    assert result.returncodes == [-sig, 0], say("a stage killed by {signal} must be reported as {code}",
+                                                signal=sig.name, code=-sig)
 
 
 def test_yes_head_sigpipe(pipeline):
     result = run(pipeline, [["yes"], ["head", "-n", "1"]])
     assert result.stdout == b"y\n"
-    assert result.returncodes == [-signal.SIGPIPE, 0], "`yes` must die of SIGPIPE once `head` has gone"
+    assert result.returncodes == [-signal.SIGPIPE, 0], say("`yes` must die of SIGPIPE once `head` has gone")
 
 
 # Each stage passes its input on and adds the listing of its own descriptors.
@@ -117,9 +119,10 @@ def test_children_have_only_std_fds(pipeline, no_inherited_fds):
     result = run(pipeline, [FD_PROBE, FD_PROBE, FD_PROBE], input=b"")
     assert result.returncodes == [0, 0, 0]
     stages = open_fds_per_stage(result.stdout.decode())
-    assert len(stages) == 3, f"expected a listing from each of 3 stages, got {result.stdout[:300]!r}"
+    assert len(stages) == 3, say("expected a listing from each of 3 stages, got {output!r}",
+                                 output=result.stdout[:300])
     for i, fds in enumerate(stages, 1):
-        assert fds == [0, 1, 2], f"stage {i} has fds {fds} open, not just 0, 1 and 2"
+        assert fds == [0, 1, 2], say("stage {stage} has fds {fds} open, not just 0, 1 and 2", stage=i, fds=fds)
 
 
 def test_parent_closes_pipe_ends(pipeline, capfd):
@@ -130,7 +133,8 @@ def test_parent_closes_pipe_ends(pipeline, capfd):
     with pytest.raises(TimeoutError):
         pipeline.run_pipeline([["sleep", "10"], ["cat"]], timeout=0.3)
     leaked = set(pipe_fds()) - set(before)
-    assert not leaked, f"the parent still holds pipe ends after run_pipeline returned: fds {sorted(leaked)}"
+    assert not leaked, say("the parent still holds pipe ends after run_pipeline returned: fds {fds}",
+                           fds=sorted(leaked))
 
 
 def test_no_zombies(pipeline):
@@ -139,7 +143,8 @@ def test_no_zombies(pipeline):
     run(pipeline, [["yes"], ["head", "-n", "1"]])
     run(pipeline, [["sh", "-c", "exit 3"], ["sleep", "0.2"], ["cat"]])
     left = [p for pid, p in children().items() if pid not in before]
-    assert not left, f"children left running or as zombies (not reaped with waitpid): {describe(left)}"
+    assert not left, say("children left running or as zombies (not reaped with waitpid): {processes}",
+                         processes=describe(left))
 
 
 # The pipeline runs in a program of its own: a deadlocked parent is then killed
@@ -159,11 +164,12 @@ def test_large_data_no_deadlock(impl):
         proc = subprocess.run([sys.executable, "-c", LARGE_DATA], env=impl.env(), capture_output=True,
                               timeout=8, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        pytest.fail("16 MiB through `cat | cat` did not finish in 8 s: deadlock? (write input while reading output)",
+        pytest.fail(say("16 MiB through `cat | cat` did not finish in 8 s: deadlock? "
+                        "(write input while reading output)"),
                     pytrace=False)
     if proc.returncode != 0:
-        error = proc.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"]
-        pytest.fail(f"run_pipeline failed on 16 MiB: {error[-1]}", pytrace=False)
+        error = proc.stderr.decode(errors="replace").strip().splitlines() or [say("(no message)")]
+        pytest.fail(say("run_pipeline failed on 16 MiB: {error}", error=error[-1]), pytrace=False)
     assert proc.stdout.decode().splitlines() == ["same", "[0, 0]"]
 
 
@@ -174,7 +180,7 @@ def test_stages_run_concurrently(pipeline, tmp_path):
     try:
         result = pipeline.run_pipeline([a, b], timeout=WAIT)
     except TimeoutError:
-        pytest.fail("the two stages did not run at the same time", pytrace=False)
+        pytest.fail(say("the two stages did not run at the same time"), pytrace=False)
     assert result.stdout == b"A\nB\n"
 
 
@@ -184,4 +190,4 @@ def test_empty_commands_rejected(pipeline, commands):
     with pytest.raises(ValueError):
         pipeline.run_pipeline(commands, timeout=WAIT)
     left = [p for pid, p in children().items() if pid not in before]
-    assert not left, f"bad input started processes: {describe(left)}"
+    assert not left, say("bad input started processes: {processes}", processes=describe(left))

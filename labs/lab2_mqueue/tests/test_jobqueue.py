@@ -15,6 +15,8 @@ import posix_ipc
 import psutil
 import pytest
 
+from grader.i18n import say
+
 PROGRAM_TIMEOUT = 20  # seconds; bounds every separate program a test runs
 
 
@@ -24,7 +26,8 @@ def run_program(impl, code: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=PROGRAM_TIMEOUT, stdin=subprocess.DEVNULL)
     # The last line of a traceback says what went wrong; the score table shows one line.
     last = (proc.stderr.strip().splitlines() or [""])[-1]
-    assert proc.returncode == 0, f"program failed (exit {proc.returncode}): {last}\n{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        say("program failed (exit {code}): {last}", code=proc.returncode, last=last) + "\n" + proc.stderr[-2000:])
     return proc
 
 
@@ -42,7 +45,7 @@ def test_priority_order_and_fifo_within_a_priority(jq, queue_name):
             got.append((job["seq"], priority))
     # Highest priority first; among equal priorities, the order they were sent in.
     expected = sorted(enumerate(priorities), key=lambda sp: (-sp[1], sp[0]))
-    assert got == expected, f"received (seq, priority) {got}, expected {expected}"
+    assert got == expected, say("received (seq, priority) {got}, expected {expected}", got=got, expected=expected)
 
 
 # -- opening, creating, validating ----------------------------------------------------
@@ -68,11 +71,11 @@ def test_leftover_queue_is_detected(jq, queue_name, plant_queue):
     plant_queue(queue_name).send(b'{"stale": true}')
     with pytest.raises(FileExistsError) as caught:
         jq.JobQueue(queue_name, create=True)
-    assert queue_name in str(caught.value), f"the error should name the queue: {caught.value!s}"
+    assert queue_name in str(caught.value), say("the error should name the queue: {error!s}", error=caught.value)
     # Detecting it must not destroy it: someone may want to inspect it.
     leftover = posix_ipc.MessageQueue(queue_name)
     try:
-        assert leftover.current_messages == 1, "create=True emptied or replaced the existing queue"
+        assert leftover.current_messages == 1, say("create=True emptied or replaced the existing queue")
     finally:
         leftover.close()
 
@@ -82,7 +85,7 @@ def test_message_size_is_enforced(jq, queue_name):
     with jq.JobQueue(queue_name, create=True, max_messages=4, max_message_size=256) as q:
         with pytest.raises(jq.MessageTooLarge):
             q.send({"data": "x" * 400})  # well over 256 bytes in any JSON spelling
-        assert len(q) == 0, "an oversized job must not be sent (not even cut short)"
+        assert len(q) == 0, say("an oversized job must not be sent (not even cut short)")
         q.send({"data": "x" * 150})  # well under 256 bytes in any JSON spelling
         assert q.receive(timeout=2) == ({"data": "x" * 150}, 0)
 
@@ -109,7 +112,7 @@ def test_timeout_zero_never_blocks(jq, queue_name):
         with pytest.raises(jq.QueueFull):
             q.send({"id": 3}, timeout=0)
         took = time.monotonic() - start
-        assert took < 1.0, f"send(timeout=0) on a full queue took {took:.2f} s"
+        assert took < 1.0, say("send(timeout=0) on a full queue took {took:.2f} s", took=took)
         assert len(q) == 2
     start = time.monotonic()
     with jq.JobQueue(queue_name) as q:
@@ -118,7 +121,7 @@ def test_timeout_zero_never_blocks(jq, queue_name):
         with pytest.raises(jq.QueueEmpty):
             q.receive(timeout=0)
     took = time.monotonic() - start
-    assert took < 1.0, f"receive(timeout=0) took {took:.2f} s in all"
+    assert took < 1.0, say("receive(timeout=0) took {took:.2f} s in all", took=took)
 
 
 @pytest.mark.parametrize("side", ["receive", "send"])
@@ -134,8 +137,10 @@ def test_short_timeout_waits_then_gives_up(jq, queue_name, side):
         with pytest.raises(error):
             attempt()
         took = time.monotonic() - start
-    assert took >= timeout - 0.05, f"{side}(timeout={timeout}) gave up after only {took:.2f} s"
-    assert took <= timeout + 2.0, f"{side}(timeout={timeout}) took {took:.2f} s"
+    assert took >= timeout - 0.05, say("{side}(timeout={timeout}) gave up after only {took:.2f} s",
+                                       side=side, timeout=timeout, took=took)
+    assert took <= timeout + 2.0, say("{side}(timeout={timeout}) took {took:.2f} s",
+                                      side=side, timeout=timeout, took=took)
 
 
 BLOCKED_RECEIVE = """
@@ -157,13 +162,15 @@ def test_blocked_receive_does_not_burn_cpu(impl, queue_name, plant_queue):
     plant_queue(queue_name)
     proc = run_program(impl, BLOCKED_RECEIVE, queue_name, str(window))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["outcome"] == "empty", "receive on an empty queue returned something"
-    assert result["wall"] >= window - 0.05, f"receive(timeout={window}) returned after {result['wall']:.2f} s"
+    assert result["outcome"] == "empty", say("receive on an empty queue returned something")
+    assert result["wall"] >= window - 0.05, say("receive(timeout={window}) returned after {wall:.2f} s",
+                                                window=window, wall=result["wall"])
     # A process asleep in mq_timedreceive uses a few milliseconds of CPU at
     # most; a polling loop uses most of the window on an idle machine, and
     # still well over this bound on a loaded one.
     assert result["cpu"] < 0.15, (
-        f"receive used {result['cpu']:.2f} s of CPU while waiting {result['wall']:.2f} s: it polls")
+        say("receive used {cpu:.2f} s of CPU while waiting {wall:.2f} s: it polls",
+            cpu=result["cpu"], wall=result["wall"]))
 
 
 # -- asynchrony and lifetime ----------------------------------------------------------------
@@ -201,7 +208,7 @@ def test_producer_and_consumer_need_not_coexist(impl, queue_name):
     got = json.loads(consumer.stdout.strip().splitlines()[-1])
     assert got == [[{"id": 2, "text": "high"}, 9],
                    [{"id": 1, "text": "low"}, 1],
-                   [{"id": 3, "text": "low, later"}, 1]], f"the consumer received {got}"
+                   [{"id": 3, "text": "low, later"}, 1]], say("the consumer received {got}", got=got)
 
 
 def test_queue_persists_until_unlinked(jq, queue_name):
@@ -220,7 +227,7 @@ def test_queue_persists_until_unlinked(jq, queue_name):
     except posix_ipc.ExistentialError:
         pass  # gone, as it should be
     else:
-        pytest.fail(f"{queue_name} still exists after unlink()")
+        pytest.fail(say("{name} still exists after unlink()", name=queue_name))
 
 
 PAYLOADS = [
@@ -251,14 +258,14 @@ def test_len_and_context_manager(jq, queue_name):
     me = psutil.Process()
     fds_before = me.num_fds()
     with jq.JobQueue(queue_name, create=True) as q:
-        assert isinstance(q, jq.JobQueue), "with JobQueue(...) as q: q should be the queue"
+        assert isinstance(q, jq.JobQueue), say("with JobQueue(...) as q: q should be the queue")
         assert len(q) == 0
         for i in range(3):
             q.send({"id": i})
         assert len(q) == 3
         q.receive(timeout=2)
         assert len(q) == 2
-    assert me.num_fds() == fds_before, "leaving the with block did not close the queue's descriptor"
+    assert me.num_fds() == fds_before, say("leaving the with block did not close the queue's descriptor")
     # ...and did not unlink it.
     left = posix_ipc.MessageQueue(queue_name)
     try:

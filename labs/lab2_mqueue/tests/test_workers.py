@@ -19,6 +19,8 @@ import posix_ipc
 import psutil
 import pytest
 
+from grader.i18n import say
+
 sys.path.insert(0, str(Path(__file__).parent))  # workers started with spawn import the handlers by name
 import lab2_handlers  # noqa: E402
 
@@ -63,7 +65,7 @@ class Session:
                     break
                 except posix_ipc.BusyError:
                     if self.finished.is_set() or not self.remaining():
-                        self.feed_error = "the request queue stayed full: are the workers receiving?"
+                        self.feed_error = say("the request queue stayed full: are the workers receiving?")
                         return
 
     def drain(self):
@@ -97,7 +99,8 @@ class Session:
         feeder.join(DEADLINE)
         drainer.join(DEADLINE)
         assert not hung, (
-            f"run_workers did not return within {DEADLINE} s; replies received: {len(self.received)}/{self.n_jobs}")
+            say("run_workers did not return within {seconds} s; replies received: {received}/{jobs}",
+                seconds=DEADLINE, received=len(self.received), jobs=self.n_jobs))
         if self.run_error is not None:
             raise self.run_error
         assert self.feed_error is None, self.feed_error
@@ -126,21 +129,26 @@ def test_200_jobs_over_4_workers(session):
     ids = Counter(reply.get("id") for reply, _ in s.received)
     missing = sorted(set(range(200)) - set(ids))
     twice = sorted(i for i, count in ids.items() if count > 1)
-    assert not missing and not twice, f"replies missing for ids {missing[:10]}, more than once for {twice[:10]}"
-    assert s.replies.current_messages == 0, "more replies than jobs"
-    assert s.returned == 200, f"run_workers returned {s.returned!r}, but 200 jobs were handled"
+    assert not missing and not twice, say("replies missing for ids {missing}, more than once for {twice}",
+                                          missing=missing[:10], twice=twice[:10])
+    assert s.replies.current_messages == 0, say("more replies than jobs")
+    assert s.returned == 200, say("run_workers returned {returned!r}, but 200 jobs were handled", returned=s.returned)
     worker_pids = set()
     for reply, priority in s.received:
         n = reply["id"]
-        assert priority == priority_of(n), f"reply {n} sent at priority {priority}, its job had {priority_of(n)}"
+        assert priority == priority_of(n), say("reply {n} sent at priority {priority}, its job had {job_priority}",
+                                               n=n, priority=priority, job_priority=priority_of(n))
         if n % 7 == 0:
-            assert isinstance(reply.get("error"), str) and reply["error"], f"job {n}'s handler raised: {reply}"
+            assert isinstance(reply.get("error"), str) and reply["error"], (
+                say("job {n}'s handler raised: {reply}", n=n, reply=reply))
         else:
             result = reply.get("result")
-            assert isinstance(result, dict) and result.get("square") == n * n, f"reply to job {n}: {reply}"
+            assert isinstance(result, dict) and result.get("square") == n * n, (
+                say("reply to job {n}: {reply}", n=n, reply=reply))
             worker_pids.add(reply["result"]["pid"])
-    assert os.getpid() not in worker_pids, "the handler ran in the test's own process, not in a worker"
-    assert len(worker_pids) <= 4, f"jobs were handled by {len(worker_pids)} processes, more than n_workers=4"
+    assert os.getpid() not in worker_pids, say("the handler ran in the test's own process, not in a worker")
+    assert len(worker_pids) <= 4, say("jobs were handled by {count} processes, more than n_workers=4",
+                                      count=len(worker_pids))
 
 
 def _is_runtime_helper(proc: psutil.Process) -> bool:
@@ -164,4 +172,5 @@ def test_no_worker_left_alive_or_zombie(session):
             left.append(f"pid {proc.pid} ({proc.status()})")
         except psutil.NoSuchProcess:
             pass  # it was reaped while we looked: fine
-    assert not left, f"after run_workers returned, these processes were left behind: {', '.join(left)}"
+    assert not left, say("after run_workers returned, these processes were left behind: {processes}",
+                         processes=", ".join(left))

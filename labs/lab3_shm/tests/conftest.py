@@ -18,6 +18,8 @@ import uuid
 import psutil
 import pytest
 
+from grader.i18n import say
+
 DEV_SHM = "/dev/shm"
 
 
@@ -118,9 +120,11 @@ def finish(proc: subprocess.Popen, timeout: float, what: str) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate(timeout=10)
-        pytest.fail(f"{what} did not finish within {timeout} s (blocked for ever?): {err.strip()[-500:]}")
+        pytest.fail(say("{what} did not finish within {timeout} s (blocked for ever?): {stderr}",
+                        what=what, timeout=timeout, stderr=err.strip()[-500:]))
     if proc.returncode != 0:
-        pytest.fail(f"{what} failed (exit {proc.returncode}): {err.strip()[-800:]}")
+        pytest.fail(say("{what} failed (exit {code}): {stderr}", what=what, code=proc.returncode,
+                        stderr=err.strip()[-800:]))
     return out
 
 

@@ -15,6 +15,7 @@ import random
 
 import pytest
 from conftest import finish, read_line
+from grader.i18n import say
 
 MiB = 1 << 20
 
@@ -61,25 +62,25 @@ def test_histogram_equals_counter(histogram):
     data = rng.randbytes(MiB + 12345) + bytes(range(256)) * 3 + b"\x00" * 1000
     for n_procs in (1, 2, 3, 7):
         counts = histogram(data, n_procs)
-        assert isinstance(counts, list) and len(counts) == 256, "return a list of 256 counts"
-        assert counts == expected_counts(data), f"wrong counts with n_procs={n_procs}"
+        assert isinstance(counts, list) and len(counts) == 256, say("return a list of 256 counts")
+        assert counts == expected_counts(data), say("wrong counts with n_procs={n_procs}", n_procs=n_procs)
     skewed = bytes([7]) * 100_000 + bytes([200]) * 3
-    assert histogram(skewed, 3) == expected_counts(skewed), "wrong counts on skewed data"
+    assert histogram(skewed, 3) == expected_counts(skewed), say("wrong counts on skewed data")
 
 
 def test_histogram_workers_share_one_copy_of_the_data(histogram, programs):
     data = os.urandom(64 * MiB)
     watcher = programs.start(WATCHER, os.getpid())
-    assert read_line(watcher, 20) == "watching", finish(watcher, 5, "the watcher")
+    assert read_line(watcher, 20) == "watching", finish(watcher, 5, say("the watcher"))
     try:
         counts = histogram(data, 2)
     finally:
         watcher.stdin.write("stop\n")
         watcher.stdin.flush()
-    peak = {int(pid): uss for pid, uss in json.loads(finish(watcher, 20, "the watcher")).items()}
-    assert sum(counts) == len(data), "the counts do not add up to the size of the data"
-    assert peak, "saw no worker process while parallel_histogram ran"
+    peak = {int(pid): uss for pid, uss in json.loads(finish(watcher, 20, say("the watcher"))).items()}
+    assert sum(counts) == len(data), say("the counts do not add up to the size of the data")
+    assert peak, say("saw no worker process while parallel_histogram ran")
     worst = max(peak.values())
     assert worst < 20 * MiB, (
-        f"a worker held {worst / MiB:.0f} MiB of its own (USS) for a 64 MiB input: "
-        f"it got a private copy of the data instead of attaching the shared segment")
+        say("a worker held {held:.0f} MiB of its own (USS) for a 64 MiB input: "
+            "it got a private copy of the data instead of attaching the shared segment", held=worst / MiB))

@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 from conftest import DEV_SHM, finish, read_line
+from grader.i18n import say
 
 # A separate program: open the ring by name and run one role.
 PROGRAM = r"""
@@ -70,9 +71,10 @@ def test_one_producer_one_consumer_keeps_order(make_ring, ring_name, programs):
         try:
             data = ring.get(timeout=20)
         except TimeoutError:
-            pytest.fail(f"record {i} never arrived: {finish(producer, 5, 'the producer')!r}")
-        assert data == record(i, 512), f"record {i} came out wrong (order or content)"
-    finish(producer, 20, "the producer")
+            pytest.fail(say("record {i} never arrived: {output!r}", i=i,
+                            output=finish(producer, 5, say("the producer"))))
+        assert data == record(i, 512), say("record {i} came out wrong (order or content)", i=i)
+    finish(producer, 20, say("the producer"))
     with pytest.raises(TimeoutError):
         ring.get(timeout=0.2)
 
@@ -83,7 +85,7 @@ def test_slot_size_boundary(make_ring, ringbuffer, ring_name):
     for size in (100, 0, 1, 99):
         payload = bytes(range(size))
         ring.put(payload, timeout=1)
-        assert ring.get(timeout=1) == payload, f"a {size}-byte record did not come back intact"
+        assert ring.get(timeout=1) == payload, say("a {size}-byte record did not come back intact", size=size)
     with pytest.raises(ValueError):
         ring.put(b"x" * 101, timeout=1)
     # A refused record must take no slot: the ring still holds 4 records.
@@ -98,10 +100,10 @@ def test_get_times_out_when_empty(make_ring):
     with pytest.raises(TimeoutError):
         ring.get(timeout=0.3)
     waited = time.monotonic() - started
-    assert waited >= 0.25, f"get(timeout=0.3) gave up after {waited:.2f} s"
-    assert waited < 5, f"get(timeout=0.3) took {waited:.2f} s to time out"
+    assert waited >= 0.25, say("get(timeout=0.3) gave up after {waited:.2f} s", waited=waited)
+    assert waited < 5, say("get(timeout=0.3) took {waited:.2f} s to time out", waited=waited)
     ring.put(b"late", timeout=1)
-    assert ring.get(timeout=1) == b"late", "the ring stopped working after a timeout"
+    assert ring.get(timeout=1) == b"late", say("the ring stopped working after a timeout")
 
 
 def test_put_times_out_when_full(make_ring):
@@ -112,9 +114,10 @@ def test_put_times_out_when_full(make_ring):
     with pytest.raises(TimeoutError):
         ring.put(b"one too many", timeout=0.3)
     waited = time.monotonic() - started
-    assert 0.25 <= waited < 5, f"put(timeout=0.3) on a full ring returned after {waited:.2f} s"
+    assert 0.25 <= waited < 5, say("put(timeout=0.3) on a full ring returned after {waited:.2f} s",
+                                   waited=waited)
     assert [ring.get(timeout=1) for _ in range(3)] == [b"record %d" % i for i in range(3)], \
-        "the unread records were changed by the put that timed out"
+        say("the unread records were changed by the put that timed out")
     with pytest.raises(TimeoutError):
         ring.get(timeout=0.1)
 
@@ -122,28 +125,30 @@ def test_put_times_out_when_full(make_ring):
 def test_get_blocks_until_a_put(make_ring, ring_name, programs):
     ring = make_ring(slots=2, slot_size=64)
     consumer = programs.start(PROGRAM, "get-one", ring_name)
-    assert read_line(consumer, 20) == "ready", finish(consumer, 5, "the consumer")
-    assert read_line(consumer, 0.5) is None, "get() on an empty ring returned instead of blocking"
-    assert consumer.poll() is None, f"the consumer exited: {finish(consumer, 5, 'the consumer')}"
+    assert read_line(consumer, 20) == "ready", finish(consumer, 5, say("the consumer"))
+    assert read_line(consumer, 0.5) is None, say("get() on an empty ring returned instead of blocking")
+    assert consumer.poll() is None, say("the consumer exited: {output}",
+                                        output=finish(consumer, 5, say("the consumer")))
     ring.put(b"wake up", timeout=1)
-    assert read_line(consumer, 10) == "wake up", "the blocked get() did not return the record"
-    finish(consumer, 10, "the consumer")
+    assert read_line(consumer, 10) == "wake up", say("the blocked get() did not return the record")
+    finish(consumer, 10, say("the consumer"))
 
 
 def test_idle_blocked_consumer_uses_almost_no_cpu(make_ring, ring_name, programs):
     ring = make_ring(slots=2, slot_size=64)
     consumer = programs.start(PROGRAM, "get-one", ring_name)
-    assert read_line(consumer, 20) == "ready", finish(consumer, 5, "the consumer")
+    assert read_line(consumer, 20) == "ready", finish(consumer, 5, say("the consumer"))
     process = psutil.Process(consumer.pid)
     before = process.cpu_times()
     window = 2.0
-    assert read_line(consumer, window) is None, "get() on an empty ring returned instead of blocking"
+    assert read_line(consumer, window) is None, say("get() on an empty ring returned instead of blocking")
     after = process.cpu_times()
     used = (after.user - before.user) + (after.system - before.system)
-    assert used < 0.1, f"a consumer blocked on an empty ring used {used:.2f} s of CPU in {window:g} s: it spins"
+    assert used < 0.1, say("a consumer blocked on an empty ring used {used:.2f} s of CPU in {window:g} s: it spins",
+                           used=used, window=window)
     ring.put(b"done waiting", timeout=1)
     assert read_line(consumer, 10) == "done waiting"
-    finish(consumer, 10, "the consumer")
+    finish(consumer, 10, say("the consumer"))
 
 
 def test_records_wrap_around_the_ring_50_times(make_ring):
@@ -160,7 +165,8 @@ def test_records_wrap_around_the_ring_50_times(make_ring):
             ring.put(record(put, slot_size), timeout=1)
             put += 1
         while got < put and (put - got >= in_flight or put == total):
-            assert ring.get(timeout=1) == record(got, slot_size), f"record {got} (slot {got % slots}) came out wrong"
+            assert ring.get(timeout=1) == record(got, slot_size), (
+                say("record {i} (slot {slot}) came out wrong", i=got, slot=got % slots))
             got += 1
     with pytest.raises(TimeoutError):
         ring.get(timeout=0.1)
@@ -171,15 +177,16 @@ def test_ring_survives_an_unrelated_program_that_attaches_and_exits(make_ring, r
     for visitor in ("first", "second"):
         ring.put(visitor.encode(), timeout=1)
         program = programs.start(PROGRAM, "echo", ring_name)
-        assert read_line(program, 20) == "done", finish(program, 5, f"the {visitor} program")
+        what = say("the first program") if visitor == "first" else say("the second program")
+        assert read_line(program, 20) == "done", finish(program, 5, what)
         # Whatever the program started (Python's resource tracker, say) must
         # finish its own clean-up too before we look at the ring again.
         helpers = psutil.Process(program.pid).children(recursive=True)
         program.stdin.write("exit\n")
         program.stdin.flush()
-        finish(program, 10, f"the {visitor} program")
+        finish(program, 10, what)
         psutil.wait_procs(helpers, timeout=10)
-        assert ring.get(timeout=5) == b"echo:" + visitor.encode(), "the ring lost the program's answer"
+        assert ring.get(timeout=5) == b"echo:" + visitor.encode(), say("the ring lost the program's answer")
     # The second program could open the ring after the first left; after
     # both left it can still be opened by name.
     ringbuffer.RingBuffer(ring_name).close()
@@ -214,11 +221,11 @@ def test_unlink_leaves_nothing_in_dev_shm(ringbuffer, ring_name):
     ring = ringbuffer.RingBuffer(ring_name, create=True, slots=4, slot_size=32)
     ring.put(b"left over", timeout=1)
     ring_inodes = _shm_inodes_mapped() - mapped_before
-    assert _dev_shm_entries_with(ring_inodes), "the ring put nothing in /dev/shm: is it in POSIX shared memory?"
+    assert _dev_shm_entries_with(ring_inodes), say("the ring put nothing in /dev/shm: is it in POSIX shared memory?")
     ring.close()
     ring.unlink()
     left = _dev_shm_entries_with(ring_inodes)
-    assert not left, f"after close() and unlink() these are still in /dev/shm: {left}"
+    assert not left, say("after close() and unlink() these are still in /dev/shm: {left}", left=left)
     # The name is free again, and a ring made under it starts empty.
     again = ringbuffer.RingBuffer(ring_name, create=True, slots=4, slot_size=32)
     try:

@@ -14,6 +14,7 @@ import json
 
 import pytest
 from conftest import finish, read_line, remove_leftovers, unique_name
+from grader.i18n import say
 
 ROUNDS = 8
 PRODUCERS, CONSUMERS, PER_PRODUCER = 4, 3, 2000
@@ -62,15 +63,15 @@ def run_round(ringbuffer, programs, round_no: int):
         consumers = [programs.start(PROGRAM, "consume", name) for _ in range(CONSUMERS)]
         producers = [programs.start(PROGRAM, "produce", name, p, PER_PRODUCER) for p in range(PRODUCERS)]
         for p, producer in enumerate(producers):
-            assert read_line(producer, 20) == "ready", finish(producer, 5, f"producer {p}")
+            assert read_line(producer, 20) == "ready", finish(producer, 5, say("producer {p}", p=p))
         for producer in producers:
             producer.stdin.write("go\n")
             producer.stdin.flush()
         for p, producer in enumerate(producers):
-            finish(producer, 30, f"producer {p} (round {round_no})")
+            finish(producer, 30, say("producer {p} (round {round_no})", p=p, round_no=round_no))
         for _ in consumers:
             ring.put(STOP, timeout=10)
-        reports = [json.loads(finish(c, 30, f"consumer {i} (round {round_no})"))
+        reports = [json.loads(finish(c, 30, say("consumer {i} (round {round_no})", i=i, round_no=round_no)))
                    for i, c in enumerate(consumers)]
     finally:
         ring.close()
@@ -92,13 +93,16 @@ def test_4_producers_3_consumers_deliver_each_message_exactly_once(ringbuffer, p
     seen = set(received)
     lost = len(expected - seen)
     duplicated = len(received) - len(seen)
-    summary = (f"round {round_no}: {len(received)} good records, {lost} lost, {duplicated} duplicated, "
-               f"{corrupt} corrupt, {stopped}/{CONSUMERS} stop records arrived")
+    summary = say("round {round_no}: {good} good records, {lost} lost, {duplicated} duplicated, "
+                  "{corrupt} corrupt, {stopped}/{consumers} stop records arrived",
+                  round_no=round_no, good=len(received), lost=lost, duplicated=duplicated,
+                  corrupt=corrupt, stopped=stopped, consumers=CONSUMERS)
     assert (lost, duplicated, corrupt, stopped) == (0, 0, 0, CONSUMERS), summary
     assert seen == expected, summary
     # Records of one producer must also reach each consumer in order.
     for report in reports:
         last = {}
         for p, seq in report["got"]:
-            assert seq > last.get(p, -1), f"round {round_no}: producer {p}'s records arrived out of order"
+            assert seq > last.get(p, -1), say("round {round_no}: producer {p}'s records arrived out of order",
+                                              round_no=round_no, p=p)
             last[p] = seq

@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from grader.i18n import say
+
 PYTHON = sys.executable
 COREUTILS_TIMEOUT = "/usr/bin/timeout"
 POLL = 0.02
@@ -98,7 +100,7 @@ def wait_until(condition, timeout: float, what, interval: float = POLL):
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"{_say(what)} (waited {timeout:g} s)", pytrace=False)
+            pytest.fail(say("{what} (waited {timeout:g} s)", what=_say(what), timeout=timeout), pytrace=False)
         time.sleep(interval)
 
 
@@ -139,9 +141,9 @@ class Program:
     def describe_exit(self) -> str:
         code = self.proc.poll()
         if code is None:
-            return f"{self.name} is still running"
+            return say("{name} is still running", name=self.name)
         why = last_line(self.stderr_path)
-        return f"{self.name} exited {shell_status(code)}" + (f": {why}" if why else "")
+        return say("{name} exited {status}", name=self.name, status=shell_status(code)) + (f": {why}" if why else "")
 
     def read_line(self, timeout: float) -> str | None:
         """One line of stdout, or None at end of file or after ``timeout`` seconds."""
@@ -169,7 +171,8 @@ class Program:
                 self.proc.wait(2)  # at end of file it is exiting: let describe_exit say how
             except subprocess.TimeoutExpired:
                 pass
-            pytest.fail(f"the command under {self.name} never started: {self.describe_exit()}", pytrace=False)
+            pytest.fail(say("the command under {name} never started: {exit}", name=self.name, exit=self.describe_exit()),
+                        pytrace=False)
         return int(line.split()[1])
 
     def finish(self, timeout: float) -> int:
@@ -177,7 +180,7 @@ class Program:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.name} did not exit within {timeout:g} s", pytrace=False)
+            pytest.fail(say("{name} did not exit within {timeout:g} s", name=self.name, timeout=timeout), pytrace=False)
         self.elapsed = time.monotonic() - self.started
         return shell_status(code)
 
@@ -285,7 +288,8 @@ class Supervised(Program):
 
     def wait_running(self, command: list[str], count: int = 1, timeout: float = 15.0) -> list[psutil.Process]:
         return self.wait_for(lambda: (found := self.running(command)) and len(found) >= count and found,
-                             timeout, f"expected {count} running child(ren) {' '.join(command)!r}")
+                             timeout, say("expected {count} running child(ren) {command!r}",
+                                          count=count, command=" ".join(command)))
 
     def send(self, signum: int):
         os.kill(self.pid, signum)
@@ -303,7 +307,7 @@ class Supervised(Program):
                 return json.loads(path.read_text())
             except (FileNotFoundError, json.JSONDecodeError):
                 return None
-        return self.wait_for(report, timeout, f"no valid JSON status in {path.name} after SIGUSR1")
+        return self.wait_for(report, timeout, say("no valid JSON status in {file} after SIGUSR1", file=path.name))
 
     def leftovers(self) -> list[str]:
         """After the supervisor exited: children it left running or unreaped."""
@@ -314,9 +318,9 @@ class Supervised(Program):
                 if proc.create_time() != started:
                     continue  # the pid was reused by an unrelated process
                 if proc.status() != psutil.STATUS_ZOMBIE:
-                    problems.append(f"child {pid} ({' '.join(proc.cmdline())}) is still running")
+                    problems.append(say("child {pid} ({command}) is still running", pid=pid, command=" ".join(proc.cmdline())))
                 elif proc.ppid() == os.getpid():
-                    problems.append(f"child {pid} exited but the supervisor never reaped it")
+                    problems.append(say("child {pid} exited but the supervisor never reaped it", pid=pid))
             except psutil.Error:
                 pass
         return problems

@@ -10,6 +10,7 @@ import time
 
 import psutil
 
+from grader.i18n import say
 from lab5_helpers import Supervised, recorder, recorder_pid, seen_signals, supervisor_argv, wait_until
 
 SLEEP = ["sleep", "60"]
@@ -24,24 +25,26 @@ def start(impl, tmp_path, programs, options, commands) -> Supervised:
 
 
 def assert_clean_exit(supervisor: Supervised, status: int):
-    assert status == 0, f"after SIGTERM: {supervisor.describe_exit()}"
+    assert status == 0, say("after SIGTERM: {exit}", exit=supervisor.describe_exit())
     leftovers = supervisor.leftovers()
-    assert not leftovers, "after the supervisor exited: " + "; ".join(leftovers)
+    assert not leftovers, say("after the supervisor exited: {problems}", problems="; ".join(leftovers))
 
 
 def test_starts_every_command_and_stops_on_sigterm(impl, tmp_path, programs):
     records = [tmp_path / "first.signals", tmp_path / "second.signals"]
     supervisor = start(impl, tmp_path, programs, ["--grace", "20"], [recorder(r) for r in records])
     for record in records:
-        supervisor.wait_for(lambda: recorder_pid(record), 15, f"the command writing {record.name} never started")
+        supervisor.wait_for(lambda: recorder_pid(record), 15,
+                            say("the command writing {file} never started", file=record.name))
     children = {kid.pid for kid in supervisor.running()}
-    assert {recorder_pid(r) for r in records} <= children, "each command must run as a child of the supervisor"
+    assert {recorder_pid(r) for r in records} <= children, say("each command must run as a child of the supervisor")
 
     supervisor.send(signal.SIGTERM)
     # The children die of SIGTERM at once, so this must not wait out the 20 s grace period.
     status = supervisor.finish(10)
     for record in records:
-        assert seen_signals(record) == {"SIGTERM"}, f"{record.name}: a child saw {sorted(seen_signals(record)) or 'no signal'}, not SIGTERM"
+        assert seen_signals(record) == {"SIGTERM"}, say("{file}: a child saw {signals}, not SIGTERM", file=record.name,
+                                                        signals=sorted(seen_signals(record)) or say("no signal"))
     assert_clean_exit(supervisor, status)
 
 
@@ -57,14 +60,14 @@ def test_restart_limit(impl, tmp_path, programs):
         report = supervisor.request_status(status_file)
         states = [child.get("state") for child in report.get("children", [])]
         return report if states[:2] == ["failed", "exited"] else None
-    report = supervisor.wait_for(settled, 20, "the status never showed the failing command 'failed' "
-                                             "and the clean one 'exited'")
+    report = supervisor.wait_for(settled, 20, say("the status never showed the failing command 'failed' "
+                                                 "and the clean one 'exited'"))
     failing_status, clean_status = report["children"][:2]
-    assert failing_status["restarts"] == 2, f"a command that always fails: {failing_status}"
-    assert failing_runs.read_text().count("run") == 3, "with --max-restarts 2 a failing command runs 3 times in all"
+    assert failing_status["restarts"] == 2, say("a command that always fails: {status}", status=failing_status)
+    assert failing_runs.read_text().count("run") == 3, say("with --max-restarts 2 a failing command runs 3 times in all")
     assert clean_status["restarts"] == 0 and clean_runs.read_text().count("run") == 1, (
-        "a command that exits with status 0 is done: it must not be restarted")
-    supervisor.wait_for(lambda: not supervisor.zombies(), 5, "exited children were left as zombies")
+        say("a command that exits with status 0 is done: it must not be restarted"))
+    supervisor.wait_for(lambda: not supervisor.zombies(), 5, say("exited children were left as zombies"))
     assert_clean_exit(supervisor, supervisor.stop(10))
 
 
@@ -76,13 +79,13 @@ def test_no_zombie_when_many_children_exit_together(impl, tmp_path, programs):
     try:
         for child in children:
             child.kill()
-        wait_until(lambda: len(supervisor.zombies()) == 50, 10, "the killed children did not all die")
+        wait_until(lambda: len(supervisor.zombies()) == 50, 10, say("the killed children did not all die"))
     finally:
         supervisor.send(signal.SIGCONT)
     supervisor.wait_for(lambda: not supervisor.children(), 10,
-                        lambda: f"{len(supervisor.zombies())} of 50 children exited together and stayed zombies "
-                                f"(pids {', '.join(map(str, supervisor.zombies()[:5]))}...): "
-                                "their parent, the supervisor, never waited for them")
+                        lambda: say("{count} of 50 children exited together and stayed zombies "
+                                    "(pids {pids}...): their parent, the supervisor, never waited for them",
+                                    count=len(supervisor.zombies()), pids=", ".join(map(str, supervisor.zombies()[:5]))))
     assert_clean_exit(supervisor, supervisor.stop(10))
 
 
@@ -94,8 +97,10 @@ def test_grace_period_then_sigkill(impl, tmp_path, programs):
     supervisor.send(signal.SIGTERM)
     status = supervisor.finish(grace + 10)
     elapsed = time.monotonic() - started
-    assert elapsed >= grace - 0.1, f"the supervisor gave up after {elapsed:.2f} s, before the {grace} s grace period"
-    assert elapsed < grace + 6, f"a child that ignores SIGTERM must be killed after {grace} s, not {elapsed:.1f} s"
+    assert elapsed >= grace - 0.1, say("the supervisor gave up after {elapsed:.2f} s, before the {grace} s grace period",
+                                        elapsed=elapsed, grace=grace)
+    assert elapsed < grace + 6, say("a child that ignores SIGTERM must be killed after {grace} s, not {elapsed:.1f} s",
+                                     grace=grace, elapsed=elapsed)
     assert_clean_exit(supervisor, status)
 
 
@@ -108,12 +113,13 @@ def test_status_file_on_sigusr1(impl, tmp_path, programs):
     lifetime = time.monotonic() - supervisor.started
 
     assert isinstance(report.get("uptime"), (int, float)) and 0 <= report["uptime"] <= lifetime + 1, (
-        f"uptime should be the seconds since the supervisor started, got {report.get('uptime')!r}")
+        say("uptime should be the seconds since the supervisor started, got {uptime!r}", uptime=report.get("uptime")))
     children = report.get("children")
-    assert isinstance(children, list) and len(children) == 2, f"'children' should list the 2 commands: {children!r}"
+    assert isinstance(children, list) and len(children) == 2, say("'children' should list the 2 commands: {children!r}",
+                                                                     children=children)
     for entry, command, pid in zip(children, commands, pids):
         expected = {"command": command, "pid": pid, "restarts": 0, "state": "running"}
-        assert {key: entry.get(key) for key in expected} == expected, f"status entry {entry}"
+        assert {key: entry.get(key) for key in expected} == expected, say("status entry {entry}", entry=entry)
     assert_clean_exit(supervisor, supervisor.stop(10))
 
 
@@ -134,7 +140,9 @@ def test_idle_supervisor_uses_no_cpu(impl, tmp_path, programs):
     after = supervisor.ps.cpu_times()
     used = (after.user - before.user) + (after.system - before.system)
     assert supervisor.alive(), supervisor.describe_exit()
-    assert used < 0.2, f"an idle supervisor used {used:.2f} s of CPU in {window:g} s: it is busy-waiting"
+    assert used < 0.2, say("an idle supervisor used {used:.2f} s of CPU in {window:g} s: it is busy-waiting",
+                            used=used, window=window)
     assert runnable < samples / 2, (
-        f"an idle supervisor was runnable in {runnable} of {samples} samples: it is busy-waiting")
+        say("an idle supervisor was runnable in {runnable} of {samples} samples: it is busy-waiting",
+            runnable=runnable, samples=samples))
     assert_clean_exit(supervisor, supervisor.stop(10))

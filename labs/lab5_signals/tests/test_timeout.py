@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from grader.i18n import say
 from lab5_helpers import recorder, run_both
 
 STATUS_CASES = {
@@ -32,15 +33,19 @@ def test_exit_status_matches_coreutils(case, impl, tmp_path, programs):
     args = STATUS_CASES[case](tmp_path)
     clone, coreutils = run_both(impl, tmp_path, programs, lambda record: args)
     assert clone.status == coreutils.status, (
-        f"timeout {' '.join(args)}: {clone.exit}; coreutils' timeout exits {coreutils.status}")
+        say("timeout {args}: {exit}; coreutils' timeout exits {status}", args=" ".join(args), exit=clone.exit,
+            status=coreutils.status))
 
 
 @pytest.mark.parametrize("duration, seconds", [("0.6s", 0.6), ("0.01m", 0.6), ("0.0002h", 0.72), ("0.00001d", 0.864)])
 def test_duration_suffixes(duration, seconds, impl, tmp_path, programs):
     clone, coreutils = run_both(impl, tmp_path, programs, lambda record: [duration, "sleep", "10"])
-    assert clone.status == coreutils.status == 124, f"timeout {duration} sleep 10: {clone.exit}"
-    assert clone.elapsed >= seconds - 0.05, f"timeout {duration} stopped the command after {clone.elapsed:.2f} s, not {seconds} s"
-    assert clone.elapsed < seconds + 4, f"timeout {duration} took {clone.elapsed:.2f} s to stop the command"
+    assert clone.status == coreutils.status == 124, say("timeout {duration} sleep 10: {exit}", duration=duration,
+                                                              exit=clone.exit)
+    assert clone.elapsed >= seconds - 0.05, say("timeout {duration} stopped the command after {elapsed:.2f} s, not {seconds} s",
+                                                 duration=duration, elapsed=clone.elapsed, seconds=seconds)
+    assert clone.elapsed < seconds + 4, say("timeout {duration} took {elapsed:.2f} s to stop the command",
+                                             duration=duration, elapsed=clone.elapsed)
 
 
 @pytest.mark.parametrize("options, expected", [([], "SIGTERM"), (["-s", "INT"], "SIGINT"), (["--signal=HUP"], "SIGHUP")],
@@ -48,18 +53,25 @@ def test_duration_suffixes(duration, seconds, impl, tmp_path, programs):
 def test_timeout_signal_reaches_the_command(options, expected, impl, tmp_path, programs):
     clone, coreutils = run_both(impl, tmp_path, programs,
                                 lambda record: [*options, "1.5", *recorder(record)], ready=True)
-    assert coreutils.signals == {expected}, f"coreutils' command saw {coreutils.signals} (machine overloaded?)"
-    assert clone.signals == coreutils.signals, f"the command saw {sorted(clone.signals) or 'no signal'}, not {expected}"
-    assert clone.status == coreutils.status, f"{clone.exit}; coreutils' timeout exits {coreutils.status}"
-    assert 1.45 <= clone.elapsed < 1.5 + 4, f"the command was signalled after {clone.elapsed:.2f} s, not 1.5 s"
+    assert coreutils.signals == {expected}, say("coreutils' command saw {signals} (machine overloaded?)",
+                                                 signals=coreutils.signals)
+    assert clone.signals == coreutils.signals, say("the command saw {signals}, not {expected}",
+                                                   signals=sorted(clone.signals) or say("no signal"), expected=expected)
+    assert clone.status == coreutils.status, say("{exit}; coreutils' timeout exits {status}", exit=clone.exit,
+                                                 status=coreutils.status)
+    assert 1.45 <= clone.elapsed < 1.5 + 4, say("the command was signalled after {elapsed:.2f} s, not 1.5 s",
+                                                 elapsed=clone.elapsed)
 
 
 def test_kill_after_sends_sigkill(impl, tmp_path, programs):
     clone, coreutils = run_both(impl, tmp_path, programs,
                                 lambda record: ["-k", "0.5", "1.5", *recorder(record, "ignore")], ready=True)
-    assert clone.signals == coreutils.signals == {"SIGTERM"}, f"the command saw {sorted(clone.signals) or 'no signal'}"
-    assert clone.status == coreutils.status == 128 + 9, f"{clone.exit}; coreutils' timeout exits {coreutils.status}"
-    assert 1.95 <= clone.elapsed < 2 + 4, f"SIGKILL came {clone.elapsed:.2f} s after the start, not 1.5 + 0.5 s"
+    assert clone.signals == coreutils.signals == {"SIGTERM"}, say("the command saw {signals}",
+                                                                   signals=sorted(clone.signals) or say("no signal"))
+    assert clone.status == coreutils.status == 128 + 9, say("{exit}; coreutils' timeout exits {status}",
+                                                                exit=clone.exit, status=coreutils.status)
+    assert 1.95 <= clone.elapsed < 2 + 4, say("SIGKILL came {elapsed:.2f} s after the start, not 1.5 + 0.5 s",
+                                               elapsed=clone.elapsed)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
@@ -67,6 +79,9 @@ def test_forwards_signals(signum, impl, tmp_path, programs):
     clone, coreutils = run_both(impl, tmp_path, programs,
                                 lambda record: ["10", *recorder(record)], send=signum)
     assert clone.signals == coreutils.signals == {signum.name}, (
-        f"{signum.name} sent to timeout.py: its command saw {sorted(clone.signals) or 'nothing'}")
-    assert clone.status == coreutils.status, f"{clone.exit}; coreutils' timeout exits {coreutils.status}"
-    assert clone.elapsed < 6, f"timeout.py took {clone.elapsed:.1f} s to end after {signum.name}"
+        say("{signal} sent to timeout.py: its command saw {signals}", signal=signum.name,
+            signals=sorted(clone.signals) or say("nothing")))
+    assert clone.status == coreutils.status, say("{exit}; coreutils' timeout exits {status}", exit=clone.exit,
+                                                 status=coreutils.status)
+    assert clone.elapsed < 6, say("timeout.py took {elapsed:.1f} s to end after {signal}", elapsed=clone.elapsed,
+                                   signal=signum.name)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from grader.i18n import say
+
 GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
 ATTEMPTS = 3   # a speedup verdict is the best of this many measurements (see _best)
 
@@ -77,23 +79,25 @@ def usable_cpus() -> tuple[float, str]:
     affinity = len(os.sched_getaffinity(0))
     quotas = _cgroup_cpu_limits()
     usable = min([affinity, *quotas])
-    how = f"CPU affinity allows {affinity}" + (f", cgroup quota allows {min(quotas):g}" if quotas else ", no cgroup CPU quota")
+    how = (say("CPU affinity allows {affinity}, cgroup quota allows {quota:g}", affinity=affinity, quota=min(quotas))
+           if quotas else say("CPU affinity allows {affinity}, no cgroup CPU quota", affinity=affinity))
     return usable, how
 
 
 def require_two_cpus():
     usable, how = usable_cpus()
     if usable < 2:
-        pytest.fail(f"this machine lets the tests use only {usable:g} CPU(s) ({how}): a speedup cannot be "
-                    f"measured here; run the lab with 2 CPUs (lab.yaml asks for cpus: 2)", pytrace=False)
+        pytest.fail(say("this machine lets the tests use only {usable:g} CPU(s) ({how}): a speedup cannot be "
+                        "measured here; run the lab with 2 CPUs (lab.yaml asks for cpus: 2)", usable=usable, how=how),
+                    pytrace=False)
 
 
 def load_note() -> str:
     """The machine's load, and what it means for a speedup verdict."""
     load = os.getloadavg()
-    note = "load average " + ", ".join(f"{x:.2f}" for x in load)
+    note = say("load average {loads}", loads=", ".join(f"{x:.2f}" for x in load))
     if load[0] > usable_cpus()[0]:
-        note += "; the machine is busy with other programs, so measure again when it is quiet"
+        note += "; " + say("the machine is busy with other programs, so measure again when it is quiet")
     return note
 
 
@@ -119,10 +123,10 @@ def _best(measure, better, attempts=ATTEMPTS) -> list[float]:
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return say("killed by {signal}", signal=signal.Signals(-code).name)
         except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
+            return say("killed by signal {number}", number=-code)
+    return say("exit status {code}", code=code)
 
 
 def call_in_child(impl, call: str, timeout: float = 45):
@@ -139,7 +143,7 @@ def call_in_child(impl, call: str, timeout: float = 45):
         run = subprocess.run([sys.executable, "-c", program], env=impl.env(), cwd=impl.dir,
                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"compare.{call} did not return within {timeout:g} s", pytrace=False)
+        pytest.fail(say("compare.{call} did not return within {timeout:g} s", call=call, timeout=timeout), pytrace=False)
     found = re.findall(r"^RESULT=(.*)$", run.stdout, re.MULTILINE)
     result = json.loads(found[-1]) if found else None
     return result, run
@@ -155,12 +159,12 @@ def _tail(run) -> str:
 
 def test_threads_share_memory(compare):
     assert compare.shares_memory("thread") is True, \
-        "a thread's change to a module-level object must be seen by the parent"
+        say("a thread's change to a module-level object must be seen by the parent")
 
 
 def test_processes_do_not_share_memory(compare):
     assert compare.shares_memory("process") is False, \
-        "a worker process changes its own copy of a module-level object: the parent must not see it"
+        say("a worker process changes its own copy of a module-level object: the parent must not see it")
 
 
 # -- fault isolation ------------------------------------------------------------------
@@ -169,19 +173,20 @@ def test_processes_do_not_share_memory(compare):
 def test_process_crash_is_isolated(impl):
     result, run = call_in_child(impl, "crash_isolated('process')")
     assert run.returncode >= 0, \
-        f"crash_isolated('process') took down the program that called it ({describe_exit(run.returncode)}): " \
-        f"the crashing worker was not a separate process"
-    assert run.returncode == 0, f"crash_isolated('process') raised: {_tail(run)}"
-    assert result is True, f"crash_isolated('process') returned {result!r}; {_tail(run)}"
+        say("crash_isolated('process') took down the program that called it ({exit}): "
+            "the crashing worker was not a separate process", exit=describe_exit(run.returncode))
+    assert run.returncode == 0, say("crash_isolated('process') raised: {tail}", tail=_tail(run))
+    assert result is True, say("crash_isolated('process') returned {result!r}; {tail}", result=result, tail=_tail(run))
 
 
 def test_thread_crash_is_observed_from_outside(impl):
     result, run = call_in_child(impl, "crash_isolated('thread')")
     assert run.returncode >= 0, \
-        f"crash_isolated('thread') took down the program that called it ({describe_exit(run.returncode)}): " \
-        f"a crashing thread kills its whole process, so start the crash in a separate program and watch it"
-    assert run.returncode == 0, f"crash_isolated('thread') raised: {_tail(run)}"
-    assert result is False, f"crash_isolated('thread') returned {result!r}, but a thread crash is not isolated"
+        say("crash_isolated('thread') took down the program that called it ({exit}): a crashing thread kills its "
+            "whole process, so start the crash in a separate program and watch it", exit=describe_exit(run.returncode))
+    assert run.returncode == 0, say("crash_isolated('thread') raised: {tail}", tail=_tail(run))
+    assert result is False, say("crash_isolated('thread') returned {result!r}, but a thread crash is not isolated",
+                                result=result)
 
 
 # -- speedups -------------------------------------------------------------------------
@@ -191,7 +196,8 @@ def test_cpu_bound_processes_speed_up(compare):
     require_two_cpus()
     values = _best(lambda: compare.cpu_bound_speedup("process", workers=2), lambda v: v >= 1.4)
     assert max(values) >= 1.4, \
-        f"2 processes gave CPU-bound speedups {[round(v, 2) for v in values]}, expected at least 1.4 ({load_note()})"
+        say("2 processes gave CPU-bound speedups {speedups}, expected at least 1.4 ({load})",
+            speedups=[round(v, 2) for v in values], load=load_note())
 
 
 def test_cpu_bound_threads_and_the_gil(compare):
@@ -199,13 +205,13 @@ def test_cpu_bound_threads_and_the_gil(compare):
     if GIL_ENABLED:
         values = _best(lambda: compare.cpu_bound_speedup("thread", workers=2), lambda v: v < 1.3)
         assert min(values) < 1.3, \
-            f"2 threads gave CPU-bound speedups {[round(v, 2) for v in values]} on a CPython with the GIL, " \
-            f"expected under 1.3 ({load_note()})"
+            say("2 threads gave CPU-bound speedups {speedups} on a CPython with the GIL, expected under 1.3 ({load})",
+                speedups=[round(v, 2) for v in values], load=load_note())
     else:
         values = _best(lambda: compare.cpu_bound_speedup("thread", workers=2), lambda v: v >= 1.4)
         assert max(values) >= 1.4, \
-            f"2 threads gave CPU-bound speedups {[round(v, 2) for v in values]} on a free-threaded CPython, " \
-            f"expected at least 1.4 ({load_note()})"
+            say("2 threads gave CPU-bound speedups {speedups} on a free-threaded CPython, expected at least 1.4 ({load})",
+                speedups=[round(v, 2) for v in values], load=load_note())
 
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
@@ -213,7 +219,8 @@ def test_io_bound_speedup(compare, kind):
     require_two_cpus()
     values = _best(lambda: compare.io_bound_speedup(kind, workers=16), lambda v: v >= 4, attempts=2)
     assert max(values) >= 4, \
-        f"16 {kind} workers gave IO-bound speedups {[round(v, 2) for v in values]}, expected at least 4 ({load_note()})"
+        say("16 {kind} workers gave IO-bound speedups {speedups}, expected at least 4 ({load})",
+            kind=kind, speedups=[round(v, 2) for v in values], load=load_note())
 
 
 # -- creation cost --------------------------------------------------------------------
@@ -222,9 +229,11 @@ def test_io_bound_speedup(compare, kind):
 def test_thread_is_cheaper_to_create(compare):
     thread = compare.creation_cost("thread", n=20)
     process = compare.creation_cost("process", n=20)
-    assert thread > 0 and process > 0, f"creation costs must be positive, got {thread!r} and {process!r}"
+    assert thread > 0 and process > 0, say("creation costs must be positive, got {thread!r} and {process!r}",
+                                              thread=thread, process=process)
     assert thread < process, \
-        f"starting a thread took {thread * 1e6:.0f} µs, a process {process * 1e6:.0f} µs: a thread should be cheaper"
+        say("starting a thread took {thread_us:.0f} µs, a process {process_us:.0f} µs: a thread should be cheaper",
+            thread_us=thread * 1e6, process_us=process * 1e6)
 
 
 # -- the report -----------------------------------------------------------------------
@@ -263,7 +272,7 @@ def parse_report(text: str) -> dict:
         if threads and processes:
             break
     else:
-        raise AssertionError("no table with a threads column and a processes column in report.md")
+        raise AssertionError(say("no table with a threads column and a processes column in report.md"))
     table = {}
     for row in rows[at + 1:]:
         if len(row) <= max(threads[0], processes[0]):
@@ -272,7 +281,7 @@ def parse_report(text: str) -> dict:
             if aspect not in table and any(word in row[0].lower() for word in words):
                 table[aspect] = (row[threads[0]], row[processes[0]])
     missing = [aspect for aspect in ASPECTS if aspect not in table]
-    assert not missing, f"report.md's table has no row for: {', '.join(missing)}"
+    assert not missing, say("report.md's table has no row for: {aspects}", aspects=", ".join(missing))
     return table
 
 
@@ -283,16 +292,19 @@ def report_numbers(text: str) -> dict:
     for column, kind in enumerate(("thread", "process")):
         cell = table["creation cost"][column]
         found = TIME.search(cell)
-        assert found, f"creation cost row, {kind}s: no time with a unit (like 85 µs or 2.1 ms) in {cell!r}"
+        assert found, say("creation cost row, {kind}s: no time with a unit (like 85 µs or 2.1 ms) in {cell!r}",
+                          kind=kind, cell=cell)
         numbers["creation_cost"][kind] = float(found[1]) * TIME_UNITS[found[2]]
         cell = table["memory space"][column]
         found = BYTES.search(cell)
-        assert found, f"memory space row, {kind}s: no size with a unit (like 16 KiB or 1.4 MiB) in {cell!r}"
+        assert found, say("memory space row, {kind}s: no size with a unit (like 16 KiB or 1.4 MiB) in {cell!r}",
+                          kind=kind, cell=cell)
         numbers["worker_memory"][kind] = float(found[1]) * BYTE_UNITS[found[2]]
         cell = table["use cases"][column]
         speedups = SPEEDUP.findall(cell)
         assert len(speedups) >= 2, \
-            f"use cases row, {kind}s: expected the CPU-bound then the IO-bound speedup (like 1.02x, 14.9x) in {cell!r}"
+            say("use cases row, {kind}s: expected the CPU-bound then the IO-bound speedup (like 1.02x, 14.9x) in {cell!r}",
+                kind=kind, cell=cell)
         numbers["cpu_bound_speedup"][kind] = float(speedups[0])
         numbers["io_bound_speedup"][kind] = float(speedups[1])
     return numbers
@@ -300,10 +312,11 @@ def report_numbers(text: str) -> dict:
 
 def assert_png(path: Path):
     data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG file"
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", say("{file} is not a PNG file", file=path.name)
     import matplotlib.image
     image = matplotlib.image.imread(str(path))
-    assert image.shape[0] > 50 and image.shape[1] > 50, f"{path.name} is only {image.shape[1]}x{image.shape[0]} pixels"
+    assert image.shape[0] > 50 and image.shape[1] > 50, say("{file} is only {width}x{height} pixels", file=path.name,
+                                                            width=image.shape[1], height=image.shape[0])
 
 
 def test_report_command(impl, tmp_path):
@@ -311,11 +324,12 @@ def test_report_command(impl, tmp_path):
     run = subprocess.run([sys.executable, str(impl.path("compare.py")), "--out", str(out)],
                          env=impl.env(), cwd=tmp_path, stdin=subprocess.DEVNULL,
                          capture_output=True, text=True, timeout=150)
-    assert run.returncode == 0, f"python compare.py --out DIR failed ({describe_exit(run.returncode)}): {_tail(run)}"
+    assert run.returncode == 0, say("python compare.py --out DIR failed ({exit}): {tail}",
+                                    exit=describe_exit(run.returncode), tail=_tail(run))
     assert re.search(r"^\s*\|.*(thread|스레).*\|.*(process|프로세)", run.stdout, re.IGNORECASE | re.MULTILINE), \
-        "python compare.py --out DIR must print the table (a Markdown table with threads and processes columns)"
+        say("python compare.py --out DIR must print the table (a Markdown table with threads and processes columns)")
     report = out / "report.md"
-    assert report.is_file(), "python compare.py --out DIR wrote no report.md"
-    assert (out / "comparison.png").is_file(), "python compare.py --out DIR wrote no comparison.png"
+    assert report.is_file(), say("python compare.py --out DIR wrote no report.md")
+    assert (out / "comparison.png").is_file(), say("python compare.py --out DIR wrote no comparison.png")
     assert_png(out / "comparison.png")
     report_numbers(report.read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from grader.i18n import say
 from lab1_helpers import WAIT, open_writer, wait_all
 
 ATOMIC_WRITERS = 8
@@ -47,9 +48,10 @@ def test_records_are_atomic_under_contention(impl, tmp_path, start_server):
     heads = [(letter, f"{letter}{i:05d}:") for letter in letters for i in range(ATOMIC_RECORDS)]
     expected = {head + letter * (size - len(head)) for letter, head in heads}
     mixed = [r for r in records if r not in expected]
-    assert not mixed, f"{len(mixed)} records arrived mixed with other writers' bytes or cut, e.g. {mixed[0][:60]!r}..."
+    assert not mixed, say("{count} records arrived mixed with other writers' bytes or cut, e.g. {example!r}...",
+                          count=len(mixed), example=mixed[0][:60])
     assert len(records) == len(expected) and set(records) == expected, \
-        f"{len(expected - set(records))} records lost"
+        say("{count} records lost", count=len(expected - set(records)))
 
 
 def test_leftover_records_kept_for_next_serve(tmp_path, start_server):
@@ -58,8 +60,8 @@ def test_leftover_records_kept_for_next_serve(tmp_path, start_server):
     fd = open_writer(path)
     os.write(fd, b"r0\nr1\nr2\nr3\nr4\n")  # one write: the server may well read all five at once
     os.close(fd)
-    assert server.records() == ["r0", "r1"], "serve(max_lines=2) must return exactly 2 records"
-    assert server.records() == ["r2", "r3", "r4"], "records read beyond max_lines were not kept"
+    assert server.records() == ["r0", "r1"], say("serve(max_lines=2) must return exactly 2 records")
+    assert server.records() == ["r2", "r3", "r4"], say("records read beyond max_lines were not kept")
 
 
 def test_idle_timeout_returns(tmp_path, start_server):
@@ -70,7 +72,7 @@ def test_idle_timeout_returns(tmp_path, start_server):
     os.close(fd)
     started = time.monotonic()
     assert server.records() == ["a", "b"]
-    assert server.records() == [], "with no writers, serve(idle_timeout=0.5) returns an empty list"
+    assert server.records() == [], say("with no writers, serve(idle_timeout=0.5) returns an empty list")
     assert time.monotonic() - started < WAIT
 
 
@@ -82,7 +84,7 @@ def test_late_writers_after_idle_are_served(tmp_path, start_server):
     # Every writer has gone; the server waits in serve() facing end-of-file.
     time.sleep(0.3)
     subprocess.run(["sh", "-c", 'echo second > "$0"', str(path)], timeout=WAIT, check=True)
-    assert server.records() == ["second"], "a writer that came after all others had left was not served"
+    assert server.records() == ["second"], say("a writer that came after all others had left was not served")
 
 
 def test_many_writer_cycles(tmp_path, start_server):
@@ -96,4 +98,4 @@ def test_many_writer_cycles(tmp_path, start_server):
         os.close(fd)
     records = server.records()
     assert sorted(records) == sorted(f"cycle-{i}" for i in range(cycles)), \
-        f"{cycles - len(set(records))} of {cycles} records lost between writers"
+        say("{lost} of {total} records lost between writers", lost=cycles - len(set(records)), total=cycles)

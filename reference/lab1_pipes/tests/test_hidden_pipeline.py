@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from grader.i18n import say
 from lab1_helpers import WAIT, children, describe, pipe_fds, run
 
 PATTERN = bytes(range(256)) * 4096  # 1 MiB, every byte value
@@ -29,7 +30,7 @@ def test_more_pipelines_match_shell(pipeline, case):
     line = " | ".join(shlex.join(c) for c in commands)
     shell = subprocess.run(["/bin/sh", "-c", line], input=data or b"", capture_output=True, timeout=WAIT)
     result = run(pipeline, commands, input=data)
-    assert result.stdout == shell.stdout, f"`{line[:200]}` printed something else than /bin/sh does"
+    assert result.stdout == shell.stdout, say("`{line}` printed something else than /bin/sh does", line=line[:200])
     assert result.returncodes[-1] == shell.returncode
     assert len(result.returncodes) == len(commands)
 
@@ -42,10 +43,10 @@ def test_not_executable(pipeline, tmp_path, capfd):
     result = run(pipeline, [[str(script)]])
     assert result.returncodes == [126]
     assert result.stdout == b""
-    assert capfd.readouterr().err.strip(), "no message on stderr for a command that is not executable"
+    assert capfd.readouterr().err.strip(), say("no message on stderr for a command that is not executable")
     codes = run(pipeline, [["echo", "x"], [str(script)], ["cat"]]).returncodes
     assert codes[1:] == [126, 0]
-    assert run(pipeline, [[str(tmp_path)]]).returncodes == [126], "a directory is not executable either"
+    assert run(pipeline, [[str(tmp_path)]]).returncodes == [126], say("a directory is not executable either")
 
 
 TIMEOUT_CASES = {
@@ -63,11 +64,12 @@ def test_timeout_kills_everything(pipeline, case):
     with pytest.raises(TimeoutError):
         pipeline.run_pipeline(commands, input=data, timeout=0.5)
     elapsed = time.monotonic() - started
-    assert elapsed < 3.5, f"TimeoutError came {elapsed:.1f} s after the call, for a 0.5 s timeout"
+    assert elapsed < 3.5, say("TimeoutError came {elapsed:.1f} s after the call, for a 0.5 s timeout", elapsed=elapsed)
     left = [p for pid, p in children().items() if pid not in before_children]
-    assert not left, f"after the timeout, stages are left running or as zombies: {describe(left)}"
+    assert not left, say("after the timeout, stages are left running or as zombies: {processes}",
+                         processes=describe(left))
     leaked = set(pipe_fds()) - before_fds
-    assert not leaked, f"after the timeout, the parent still holds pipe ends: fds {sorted(leaked)}"
+    assert not leaked, say("after the timeout, the parent still holds pipe ends: fds {fds}", fds=sorted(leaked))
 
 
 def test_first_command_ignores_input(pipeline):
@@ -85,7 +87,8 @@ def test_sleeps_overlap(pipeline):
     result = run(pipeline, [["sleep", "1"]] * 3)
     elapsed = time.monotonic() - started
     assert result.returncodes == [0, 0, 0]
-    assert elapsed < 2.5, f"three `sleep 1` stages took {elapsed:.1f} s: are they run one after the other?"
+    assert elapsed < 2.5, say("three `sleep 1` stages took {elapsed:.1f} s: are they run one after the other?",
+                              elapsed=elapsed)
 
 
 def test_reader_sees_end_of_file_without_a_timeout(pipeline):

@@ -11,6 +11,8 @@ import posix_ipc
 import psutil
 import pytest
 
+from grader.i18n import say
+
 sys.path.insert(0, str(Path(__file__).parent))  # workers started with spawn import the handler by name
 import lab2_hidden_handlers  # noqa: E402
 
@@ -43,9 +45,10 @@ def finish(proc: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        pytest.fail(f"the program was still blocked after {WAIT} s")
+        pytest.fail(say("the program was still blocked after {seconds} s", seconds=WAIT))
     last = (err.strip().splitlines() or [""])[-1]
-    assert proc.returncode == 0, f"program failed (exit {proc.returncode}): {last}\n{err[-2000:]}"
+    assert proc.returncode == 0, (
+        say("program failed (exit {code}): {last}", code=proc.returncode, last=last) + "\n" + err[-2000:])
     return out
 
 
@@ -108,20 +111,24 @@ def test_one_worker_keeps_going_after_errors(jq, new_queue_name, plant_queue):
     caller = threading.Thread(target=call, daemon=True)
     caller.start()
     caller.join(WAIT)
-    assert not caller.is_alive(), f"run_workers did not return within {WAIT} s"
-    assert outcome.get("returned") == 8, f"run_workers returned {outcome.get('returned')!r} for 8 jobs"
-    assert replies.current_messages == 8, f"{replies.current_messages} replies for 8 jobs"
+    assert not caller.is_alive(), say("run_workers did not return within {seconds} s", seconds=WAIT)
+    assert outcome.get("returned") == 8, say("run_workers returned {returned!r} for 8 jobs",
+                                             returned=outcome.get("returned"))
+    assert replies.current_messages == 8, say("{count} replies for 8 jobs", count=replies.current_messages)
     for _ in jobs:
         data, priority = replies.receive(0)
         reply = json.loads(data.decode("utf-8"))
         n = reply["id"]
-        assert priority == jobs[n], f"reply {n} came at priority {priority}, its job had {jobs[n]}"
+        assert priority == jobs[n], say("reply {n} came at priority {priority}, its job had {job_priority}",
+                                        n=n, priority=priority, job_priority=jobs[n])
         if n % 2 == 0:
-            assert isinstance(reply.get("error"), str) and reply["error"], f"job {n}'s handler raised: {reply}"
+            assert isinstance(reply.get("error"), str) and reply["error"], (
+                say("job {n}'s handler raised: {reply}", n=n, reply=reply))
         else:
-            assert reply.get("result") == n * 10, f"reply to job {n}: {reply}"
+            assert reply.get("result") == n * 10, say("reply to job {n}: {reply}", n=n, reply=reply)
     left = left_behind(me, before)
-    assert not left, f"after run_workers returned, these processes were left behind: {', '.join(left)}"
+    assert not left, say("after run_workers returned, these processes were left behind: {processes}",
+                         processes=", ".join(left))
 
 
 def left_behind(me: psutil.Process, before: set[int]) -> list[str]:

@@ -15,6 +15,8 @@ import uuid
 import psutil
 import pytest
 
+from grader.i18n import say
+
 DEV_SHM = "/dev/shm"
 MiB = 1 << 20
 
@@ -86,9 +88,11 @@ def finish(proc, timeout, what):
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate(timeout=10)
-        pytest.fail(f"{what} did not finish within {timeout} s: {err.strip()[-500:]}")
+        pytest.fail(say("{what} did not finish within {timeout} s: {stderr}",
+                        what=what, timeout=timeout, stderr=err.strip()[-500:]))
     if proc.returncode != 0:
-        pytest.fail(f"{what} failed (exit {proc.returncode}): {err.strip()[-800:]}")
+        pytest.fail(say("{what} failed (exit {code}): {stderr}", what=what, code=proc.returncode,
+                        stderr=err.strip()[-800:]))
     return out
 
 
@@ -138,8 +142,9 @@ print("done")
 
 def test_open_takes_geometry_from_header(make_ring, start):
     ring, name = make_ring(slots=3, slot_size=100)
-    out = finish(start(GEOMETRY_PROBE, name), 20, "the program that opened the ring")
-    assert out.strip().splitlines() == ["done"], f"opening an existing ring ignored its header: {out.strip()}"
+    out = finish(start(GEOMETRY_PROBE, name), 20, say("the program that opened the ring"))
+    assert out.strip().splitlines() == ["done"], say("opening an existing ring ignored its header: {output}",
+                                                     output=out.strip())
     assert [ring.get(timeout=1) for _ in range(3)] == [b"a" * 100, b"c", b"d"]
 
 
@@ -160,11 +165,12 @@ def test_put_blocks_while_full_until_a_get(make_ring, start):
     ring.put(b"first", timeout=1)
     ring.put(b"second", timeout=1)
     producer = start(PRODUCER_BLOCKS, name)
-    assert read_line(producer, 20) == "ready", finish(producer, 5, "the producer")
-    assert read_line(producer, 0.5) is None, "put() on a full ring returned instead of blocking"
-    assert ring.get(timeout=1) == b"first", "the oldest record was overwritten"
-    assert read_line(producer, 10) == "put done", "the blocked put() did not resume after a get() freed a slot"
-    finish(producer, 10, "the producer")
+    assert read_line(producer, 20) == "ready", finish(producer, 5, say("the producer"))
+    assert read_line(producer, 0.5) is None, say("put() on a full ring returned instead of blocking")
+    assert ring.get(timeout=1) == b"first", say("the oldest record was overwritten")
+    assert read_line(producer, 10) == "put done", (
+        say("the blocked put() did not resume after a get() freed a slot"))
+    finish(producer, 10, say("the producer"))
     assert [ring.get(timeout=1), ring.get(timeout=1)] == [b"second", b"third"]
 
 
@@ -214,23 +220,24 @@ def test_large_records_under_contention(ringbuffer, names, start):
             readers = [start(CONTENTION, "consume", name) for _ in range(consumers)]
             writers = [start(CONTENTION, "produce", name, p, per_producer) for p in range(producers)]
             for p, writer in enumerate(writers):
-                assert read_line(writer, 20) == "ready", finish(writer, 5, f"producer {p}")
+                assert read_line(writer, 20) == "ready", finish(writer, 5, say("producer {p}", p=p))
             for writer in writers:
                 writer.stdin.write("go\n")
                 writer.stdin.flush()
             for p, writer in enumerate(writers):
-                finish(writer, 30, f"producer {p}")
+                finish(writer, 30, say("producer {p}", p=p))
             for _ in readers:
                 ring.put(b"STOP", timeout=10)
-            reports = [json.loads(finish(r, 30, "a consumer")) for r in readers]
+            reports = [json.loads(finish(r, 30, say("a consumer"))) for r in readers]
         finally:
             ring.close()
             ring.unlink()
         received = sorted(item for report in reports for item in report["got"])
         corrupt = sum(report["bad"] for report in reports)
         assert corrupt == 0 and received == expected, (
-            f"round {round_no}: {len(received)} intact records of {len(expected)} "
-            f"({len(expected) - len({tuple(i) for i in received})} lost, {corrupt} corrupt)")
+            say("round {round_no}: {intact} intact records of {total} ({lost} lost, {corrupt} corrupt)",
+                round_no=round_no, intact=len(received), total=len(expected),
+                lost=len(expected) - len({tuple(i) for i in received}), corrupt=corrupt))
 
 
 # -- parallel_histogram -------------------------------------------------------------------------
@@ -242,10 +249,10 @@ def expected_counts(data):
 
 
 def test_histogram_small_inputs(ringbuffer):
-    assert ringbuffer.parallel_histogram(b"", 3) == [0] * 256, "empty data: 256 zeros"
+    assert ringbuffer.parallel_histogram(b"", 3) == [0] * 256, say("empty data: 256 zeros")
     for data, n_procs in [(b"\x01\x02\x03", 5), (b"\xff", 1), (bytes(range(256)), 256 // 64)]:
         assert ringbuffer.parallel_histogram(data, n_procs) == expected_counts(data), \
-            f"wrong counts for {len(data)} bytes with n_procs={n_procs}"
+            say("wrong counts for {size} bytes with n_procs={n_procs}", size=len(data), n_procs=n_procs)
 
 
 # Collects the inodes of every /dev/shm file mapped by the test process or any
@@ -281,15 +288,15 @@ def test_histogram_unlinks_its_segments(ringbuffer, start):
     data = os.urandom(16 * MiB)
     already_mapped = _shm_inodes_mapped_here()
     watcher = start(SHM_WATCHER, os.getpid())
-    assert read_line(watcher, 20) == "watching", finish(watcher, 5, "the watcher")
+    assert read_line(watcher, 20) == "watching", finish(watcher, 5, say("the watcher"))
     try:
         counts = ringbuffer.parallel_histogram(data, 2)
     finally:
         watcher.stdin.write("stop\n")
         watcher.stdin.flush()
-    inodes = set(json.loads(finish(watcher, 20, "the watcher"))) - already_mapped
+    inodes = set(json.loads(finish(watcher, 20, say("the watcher")))) - already_mapped
     assert sum(counts) == len(data)
     left = sorted(entry.name for entry in os.scandir(DEV_SHM) if entry.inode() in inodes)
     for entry in left:  # do not leave them to the next test
         os.unlink(os.path.join(DEV_SHM, entry))
-    assert not left, f"parallel_histogram left these in /dev/shm: {left}"
+    assert not left, say("parallel_histogram left these in /dev/shm: {left}", left=left)

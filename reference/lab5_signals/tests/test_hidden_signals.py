@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from grader.i18n import say
+
 # The shared helpers live with the public tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "labs" / "lab5_signals" / "tests"))
 from lab5_helpers import (PYTHON, Program, Supervised, programs, recorder, recorder_pid,  # noqa: E402,F401
@@ -46,9 +48,9 @@ def start(impl, tmp_path, programs, options, commands) -> Supervised:
 
 
 def assert_clean_exit(supervisor: Supervised, status: int):
-    assert status == 0, f"after SIGTERM: {supervisor.describe_exit()}"
+    assert status == 0, say("after SIGTERM: {exit}", exit=supervisor.describe_exit())
     leftovers = supervisor.leftovers()
-    assert not leftovers, "after the supervisor exited: " + "; ".join(leftovers)
+    assert not leftovers, say("after the supervisor exited: {problems}", problems="; ".join(leftovers))
 
 
 # -- timeout.py -------------------------------------------------------------------------
@@ -57,9 +59,11 @@ def assert_clean_exit(supervisor: Supervised, status: int):
 def test_preserve_status_keeps_command_status(impl, tmp_path, programs):
     clone, coreutils = run_both(impl, tmp_path, programs,
                                 lambda record: ["--preserve-status", "1.5", *recorder(record, "exit3")], ready=True)
-    assert clone.signals == coreutils.signals == {"SIGTERM"}, f"the command saw {sorted(clone.signals) or 'no signal'}"
+    assert clone.signals == coreutils.signals == {"SIGTERM"}, say("the command saw {signals}",
+                                                                   signals=sorted(clone.signals) or say("no signal"))
     assert clone.status == coreutils.status == 3, (
-        f"the command exited 3 after the time-out: {clone.exit}; coreutils' timeout exits {coreutils.status}")
+        say("the command exited 3 after the time-out: {exit}; coreutils' timeout exits {status}",
+            exit=clone.exit, status=coreutils.status))
 
 
 # -- supervisor.py ----------------------------------------------------------------------
@@ -74,12 +78,13 @@ def test_sighup_restarts_every_child(impl, tmp_path, programs):
     def restarted():
         fresh = [kid for command in SLEEPS for kid in supervisor.running(command)]
         return {kid.pid for kid in fresh} if len(fresh) == 2 and not old & {kid.pid for kid in fresh} else None
-    new = supervisor.wait_for(restarted, 15, "after SIGHUP, every command should run again in a new process")
+    new = supervisor.wait_for(restarted, 15, say("after SIGHUP, every command should run again in a new process"))
     supervisor.wait_for(lambda: not (old & {kid.pid for kid in supervisor.children()}), 10,
-                        "the processes stopped by SIGHUP were left as zombies")
+                        say("the processes stopped by SIGHUP were left as zombies"))
     report = supervisor.request_status(status_file)
-    assert {c.get("pid") for c in report.get("children", [])} == new, f"status after SIGHUP: {report}"
-    assert all(c.get("state") == "running" for c in report["children"]), f"status after SIGHUP: {report}"
+    assert {c.get("pid") for c in report.get("children", [])} == new, say("status after SIGHUP: {report}", report=report)
+    assert all(c.get("state") == "running" for c in report["children"]), say("status after SIGHUP: {report}",
+                                                                                  report=report)
     assert_clean_exit(supervisor, supervisor.stop(10))
 
 
@@ -93,33 +98,37 @@ def test_sigusr1_burst_keeps_status_file_valid(impl, tmp_path, programs):
 
     reader = Program("reader", [PYTHON, "-c", READER, str(status_file), str(stop_file)], tmp_path)
     programs.append(reader)
-    assert reader.read_line(10) is not None, f"the test's reader did not start: {reader.describe_exit()}"
+    assert reader.read_line(10) is not None, say("the test's reader did not start: {exit}", exit=reader.describe_exit())
     for _ in range(3):
         for _ in range(100):
             supervisor.send(signal.SIGUSR1)
             time.sleep(0.001)  # a burst, paced so most signals are not merged into one
-        assert supervisor.alive(), f"during a burst of SIGUSR1: {supervisor.describe_exit()}"
+        assert supervisor.alive(), say("during a burst of SIGUSR1: {exit}", exit=supervisor.describe_exit())
     stop_file.touch()
     line = reader.read_line(10)
-    assert line, f"the test's reader did not report: {reader.describe_exit()}"
+    assert line, say("the test's reader did not report: {exit}", exit=reader.describe_exit())
     seen = json.loads(line)
-    assert seen["bad"] == 0, (f"{seen['bad']} of {seen['reads']} reads of the status file during the burst were not a "
-                              f"whole JSON report, e.g. {seen['sample']}")
+    assert seen["bad"] == 0, say("{bad} of {reads} reads of the status file during the burst were not a "
+                                 "whole JSON report, e.g. {sample}", bad=seen["bad"], reads=seen["reads"],
+                                 sample=seen["sample"])
 
     report = supervisor.request_status(status_file)
-    assert [c.get("command") for c in report.get("children", [])] == commands, f"status after the burst: {report}"
+    assert [c.get("command") for c in report.get("children", [])] == commands, (
+        say("status after the burst: {report}", report=report))
     assert_clean_exit(supervisor, supervisor.stop(10))
-    assert "Traceback" not in supervisor.stderr(), f"the supervisor's stderr: {supervisor.stderr()[-1500:]}"
+    assert "Traceback" not in supervisor.stderr(), say("the supervisor's stderr: {stderr}",
+                                                        stderr=supervisor.stderr()[-1500:])
 
 
 def test_sigint_stops_like_sigterm(impl, tmp_path, programs):
     record = tmp_path / "child.signals"
     supervisor = start(impl, tmp_path, programs, ["--grace", "20"], [recorder(record), ["sleep", "60"]])
-    supervisor.wait_for(lambda: recorder_pid(record), 15, "the recording command never started")
+    supervisor.wait_for(lambda: recorder_pid(record), 15, say("the recording command never started"))
     supervisor.wait_running(["sleep", "60"])
     supervisor.send(signal.SIGINT)
     status = supervisor.finish(10)
-    assert seen_signals(record) == {"SIGTERM"}, f"on SIGINT a child saw {sorted(seen_signals(record)) or 'no signal'}, not SIGTERM"
+    assert seen_signals(record) == {"SIGTERM"}, say("on SIGINT a child saw {signals}, not SIGTERM",
+                                                    signals=sorted(seen_signals(record)) or say("no signal"))
     assert_clean_exit(supervisor, status)
 
 
@@ -136,10 +145,10 @@ def test_supervisor_class_api(impl, tmp_path, programs):
     def settled():
         report = supervisor.request_status(status_file)
         return report if [c.get("state") for c in report.get("children", [])] == ["running", "exited", "failed"] else None
-    report = supervisor.wait_for(settled, 15, "status never showed states running, exited, failed")
-    assert [c["restarts"] for c in report["children"]] == [0, 0, 1], f"status: {report}"
+    report = supervisor.wait_for(settled, 15, say("status never showed states running, exited, failed"))
+    assert [c["restarts"] for c in report["children"]] == [0, 0, 1], say("status: {report}", report=report)
     assert report["children"][1]["pid"] is None and report["children"][2]["pid"] is None, (
-        f"a command that is not running has pid null: {report}")
+        say("a command that is not running has pid null: {report}", report=report))
     assert_clean_exit(supervisor, supervisor.stop(10))
 
 
@@ -154,8 +163,9 @@ def test_supervisor_bad_usage(options, commands, impl, tmp_path, programs):
     programs.append(program)
     status = program.finish(5)
     stderr = program.stderr()
-    assert status == 2, f"bad usage should exit 2 with a message: {program.describe_exit()}"
-    assert stderr.strip() and "Traceback" not in stderr, f"bad usage needs a one-line error, not: {stderr[-500:]!r}"
+    assert status == 2, say("bad usage should exit 2 with a message: {exit}", exit=program.describe_exit())
+    assert stderr.strip() and "Traceback" not in stderr, say("bad usage needs a one-line error, not: {stderr!r}",
+                                                              stderr=stderr[-500:])
     Supervisor = impl.load("supervisor").Supervisor
     for bad in ([], [["sleep", "1"], []]):
         with pytest.raises(ValueError):

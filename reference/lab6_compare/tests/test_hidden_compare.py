@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from grader.i18n import say
+
 _HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
@@ -65,8 +67,8 @@ def test_process_kind_starts_processes(compare):
     with ChildWatcher() as watcher:
         compare.cpu_bound_speedup("process", workers=2)
     assert len(watcher.seen) >= 2, \
-        f"cpu_bound_speedup('process', workers=2) started {len(watcher.seen)} child process(es): " \
-        f"each of the 2 workers must be a process"
+        say("cpu_bound_speedup('process', workers=2) started {count} child process(es): "
+            "each of the 2 workers must be a process", count=len(watcher.seen))
 
 
 def test_unknown_kind_is_rejected(compare):
@@ -115,7 +117,7 @@ def _spawn_and_measure(impl) -> int:
             if line.strip() == "ready":
                 break
         else:
-            raise AssertionError("a fresh interpreter could not import compare")
+            raise AssertionError(say("a fresh interpreter could not import compare"))
         return psutil.Process(proc.pid).memory_full_info().uss
     finally:
         proc.stdin.close()
@@ -132,15 +134,17 @@ def test_worker_memory_counts_unique_pages(compare, impl):
     ceiling = 1.5 * max(fork_uss, spawn_uss)
     mib = 2**20
     assert 0 < measured <= ceiling, \
-        f"worker_memory('process') says {measured / mib:.1f} MiB, but a worker's unique memory here is at most " \
-        f"{ceiling / mib:.1f} MiB (forked child: USS {fork_uss / mib:.1f} MiB, RSS {fork_rss / mib:.1f} MiB; " \
-        f"fresh interpreter: USS {spawn_uss / mib:.1f} MiB)"
+        say("worker_memory('process') says {measured:.1f} MiB, but a worker's unique memory here is at most "
+            "{ceiling:.1f} MiB (forked child: USS {fork_uss:.1f} MiB, RSS {fork_rss:.1f} MiB; "
+            "fresh interpreter: USS {spawn_uss:.1f} MiB)", measured=measured / mib, ceiling=ceiling / mib,
+            fork_uss=fork_uss / mib, fork_rss=fork_rss / mib, spawn_uss=spawn_uss / mib)
 
 
 def test_thread_adds_less_memory_than_process(compare):
     thread, process = compare.worker_memory("thread"), compare.worker_memory("process")
-    assert isinstance(thread, int) and isinstance(process, int), "worker_memory must return an int (bytes)"
-    assert 0 <= thread < process, f"a thread added {thread} bytes, a process {process} bytes"
+    assert isinstance(thread, int) and isinstance(process, int), say("worker_memory must return an int (bytes)")
+    assert 0 <= thread < process, say("a thread added {thread} bytes, a process {process} bytes",
+                                      thread=thread, process=process)
 
 
 # -- the report holds real measurements ---------------------------------------------------
@@ -179,7 +183,7 @@ def parse_report(text: str) -> dict:
         if threads and processes:
             break
     else:
-        raise AssertionError("no table with a threads column and a processes column in report.md")
+        raise AssertionError(say("no table with a threads column and a processes column in report.md"))
     table = {}
     for row in rows[at + 1:]:
         if len(row) <= max(threads[0], processes[0]):
@@ -188,7 +192,7 @@ def parse_report(text: str) -> dict:
             if aspect not in table and any(word in row[0].lower() for word in words):
                 table[aspect] = (row[threads[0]], row[processes[0]])
     missing = [aspect for aspect in ASPECTS if aspect not in table]
-    assert not missing, f"report.md's table has no row for: {', '.join(missing)}"
+    assert not missing, say("report.md's table has no row for: {aspects}", aspects=", ".join(missing))
     return table
 
 
@@ -197,13 +201,13 @@ def report_numbers(text: str) -> dict:
     numbers = {"creation_cost": {}, "worker_memory": {}, "cpu_bound_speedup": {}, "io_bound_speedup": {}}
     for column, kind in enumerate(("thread", "process")):
         found = TIME.search(table["creation cost"][column])
-        assert found, f"creation cost row, {kind}s: no time with a unit"
+        assert found, say("creation cost row, {kind}s: no time with a unit", kind=kind)
         numbers["creation_cost"][kind] = float(found[1]) * TIME_UNITS[found[2]]
         found = BYTES.search(table["memory space"][column])
-        assert found, f"memory space row, {kind}s: no size with a unit"
+        assert found, say("memory space row, {kind}s: no size with a unit", kind=kind)
         numbers["worker_memory"][kind] = float(found[1]) * BYTE_UNITS[found[2]]
         speedups = SPEEDUP.findall(table["use cases"][column])
-        assert len(speedups) >= 2, f"use cases row, {kind}s: expected a CPU-bound and an IO-bound speedup"
+        assert len(speedups) >= 2, say("use cases row, {kind}s: expected a CPU-bound and an IO-bound speedup", kind=kind)
         numbers["cpu_bound_speedup"][kind] = float(speedups[0])
         numbers["io_bound_speedup"][kind] = float(speedups[1])
     return numbers
@@ -253,13 +257,14 @@ def _run_program(impl, program: str, *args: str) -> str:
     run = subprocess.run([sys.executable, "-c", program, *args], env=impl.env(), cwd=impl.dir,
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150)
     tail = (run.stderr.strip().splitlines() or [""])[-1][:200]
-    assert run.returncode == 0, f"the program calling compare failed (exit status {run.returncode}): {tail}"
+    assert run.returncode == 0, say("the program calling compare failed (exit status {code}): {tail}",
+                                    code=run.returncode, tail=tail)
     return run.stdout
 
 
 def _returned(stdout: str, tag: str) -> str:
     found = re.findall(rf"^{tag}=(.*)$", stdout, re.MULTILINE)
-    assert found, f"no {tag} line in the program's output"
+    assert found, say("no {tag} line in the program's output", tag=tag)
     return found[-1]
 
 
@@ -270,8 +275,8 @@ def _build_and_compare(impl, out: Path) -> list[str]:
     if not report.is_absolute():
         report = impl.dir / report
     assert report.name == "report.md" and report.is_file(), \
-        f"build_report must return the path of the report.md it wrote, not {returned!r}"
-    assert (report.parent / "comparison.png").is_file(), "build_report wrote no comparison.png next to report.md"
+        say("build_report must return the path of the report.md it wrote, not {returned!r}", returned=returned)
+    assert (report.parent / "comparison.png").is_file(), say("build_report wrote no comparison.png next to report.md")
     reported = {f"{name} {kind}": value
                 for name, by_kind in report_numbers(report.read_text(encoding="utf-8")).items()
                 for kind, value in by_kind.items() if name in TOLERANCE}
@@ -285,8 +290,8 @@ def _build_and_compare(impl, out: Path) -> list[str]:
                    if not _agrees(reported[item], fresh[item][-1], *TOLERANCE[item.split()[0]])]
         if not pending:
             break
-    return [f"{item}: report says {reported[item]:.3g}, measured now "
-            f"{', '.join(f'{v:.3g}' for v in fresh[item])}" for item in pending]
+    return [say("{item}: report says {reported:.3g}, measured now {fresh}", item=item, reported=reported[item],
+                fresh=", ".join(f"{v:.3g}" for v in fresh[item])) for item in pending]
 
 
 def test_report_matches_fresh_measurements(impl, tmp_path):
@@ -297,4 +302,5 @@ def test_report_matches_fresh_measurements(impl, tmp_path):
         disagreements = _build_and_compare(impl, tmp_path / f"out{attempt}")
         if not disagreements:
             return
-    pytest.fail("report.md does not hold what was measured: " + "; ".join(disagreements), pytrace=False)
+    pytest.fail(say("report.md does not hold what was measured: {disagreements}", disagreements="; ".join(disagreements)),
+                pytrace=False)
