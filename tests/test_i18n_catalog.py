@@ -224,6 +224,11 @@ def test_make_test_lab1_in_a_korean_locale_shows_korean_hints():
     assert shown, "no Korean hint of lab1 in the score table:\n" + out[-3000:]
     english_hints = [labs.localised(spec.hint, "en") for spec in lab.tests.values() if not spec.hidden]
     assert not [hint for hint in english_hints if hint in out], "English hints in a Korean score table"
+    # Why each test failed is said in Korean too (the program's own output may follow in English).
+    reasons = [line for line in out.splitlines() if line.strip().startswith("원인:")]
+    assert reasons, "no reason lines (원인:) in the score table:\n" + out[-3000:]
+    english = [line for line in reasons if not HANGUL.search(line.split("원인:", 1)[1])]
+    assert not english, "reasons not in Korean:\n" + "\n".join(english)
 
 
 # -- (e) report.html in Korean, in headless Chromium -----------------------------------------------------

@@ -292,18 +292,18 @@ def report_numbers(text: str) -> dict:
     for column, kind in enumerate(("thread", "process")):
         cell = table["creation cost"][column]
         found = TIME.search(cell)
-        assert found, say("creation cost row, {kind}s: no time with a unit (like 85 µs or 2.1 ms) in {cell!r}",
+        assert found, say("creation cost row, {kind} column: no time with a unit (like 85 µs or 2.1 ms) in {cell!r}",
                           kind=kind, cell=cell)
         numbers["creation_cost"][kind] = float(found[1]) * TIME_UNITS[found[2]]
         cell = table["memory space"][column]
         found = BYTES.search(cell)
-        assert found, say("memory space row, {kind}s: no size with a unit (like 16 KiB or 1.4 MiB) in {cell!r}",
+        assert found, say("memory space row, {kind} column: no size with a unit (like 16 KiB or 1.4 MiB) in {cell!r}",
                           kind=kind, cell=cell)
         numbers["worker_memory"][kind] = float(found[1]) * BYTE_UNITS[found[2]]
         cell = table["use cases"][column]
         speedups = SPEEDUP.findall(cell)
         assert len(speedups) >= 2, \
-            say("use cases row, {kind}s: expected the CPU-bound then the IO-bound speedup (like 1.02x, 14.9x) in {cell!r}",
+            say("use cases row, {kind} column: expected the CPU-bound then the IO-bound speedup (like 1.02x, 14.9x) in {cell!r}",
                 kind=kind, cell=cell)
         numbers["cpu_bound_speedup"][kind] = float(speedups[0])
         numbers["io_bound_speedup"][kind] = float(speedups[1])

@@ -201,13 +201,13 @@ def report_numbers(text: str) -> dict:
     numbers = {"creation_cost": {}, "worker_memory": {}, "cpu_bound_speedup": {}, "io_bound_speedup": {}}
     for column, kind in enumerate(("thread", "process")):
         found = TIME.search(table["creation cost"][column])
-        assert found, say("creation cost row, {kind}s: no time with a unit", kind=kind)
+        assert found, say("creation cost row, {kind} column: no time with a unit", kind=kind)
         numbers["creation_cost"][kind] = float(found[1]) * TIME_UNITS[found[2]]
         found = BYTES.search(table["memory space"][column])
-        assert found, say("memory space row, {kind}s: no size with a unit", kind=kind)
+        assert found, say("memory space row, {kind} column: no size with a unit", kind=kind)
         numbers["worker_memory"][kind] = float(found[1]) * BYTE_UNITS[found[2]]
         speedups = SPEEDUP.findall(table["use cases"][column])
-        assert len(speedups) >= 2, say("use cases row, {kind}s: expected a CPU-bound and an IO-bound speedup", kind=kind)
+        assert len(speedups) >= 2, say("use cases row, {kind} column: expected a CPU-bound and an IO-bound speedup", kind=kind)
         numbers["cpu_bound_speedup"][kind] = float(speedups[0])
         numbers["io_bound_speedup"][kind] = float(speedups[1])
     return numbers
