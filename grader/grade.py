@@ -231,7 +231,7 @@ def grade_submission(lab: labs.Lab, submission: Path, out_dir: Path, *, image: s
     try:
         ctx.submission_sha256 = submission_hash(submission)
     except OSError as exc:
-        ctx.problems.append(f"the submission cannot be read: {exc}")
+        ctx.problems.append(i18n.gettext("the submission cannot be read: {error}", ctx.lang).format(error=exc))
     try:
         with tempfile.TemporaryDirectory(prefix="ipclab-grade-") as tmp:
             _grade_in(ctx, Path(tmp), image, cpuset)
@@ -278,7 +278,7 @@ def _grade_in(ctx: reports.Context, tmp: Path, image: str | None, cpuset: str | 
     ctx.problems += prepared.problems
     ctx.notes += prepared.notes
     if not prepared.runnable:
-        ctx.not_run_reason = "; ".join(prepared.problems) or "the submission could not be used"
+        ctx.not_run_reason = "; ".join(prepared.problems) or i18n.gettext("the submission could not be used", ctx.lang)
         return
 
     client = runner_image.docker_client()

@@ -83,7 +83,10 @@ class Context:
     lang: str = ""                    # the student's language; "" = i18n.language()
 
     def grader_error(self, why: str) -> None:
-        self.error = why
+        """The kit, not the submission, failed; ``why`` is the kit's own (English) account."""
+        _ = i18n.translator(i18n.language(self.lang or None))
+        self.error = _("the kit could not grade this submission, through no fault of its code "
+                       "(tell your instructor): {error}").format(error=why)
 
 
 # -- reading the harness's lines -----------------------------------------------------
