@@ -39,3 +39,16 @@ def test_image_has_what_the_lab_tests_use():
                                 network_mode="none", remove=True, user="1000:1000")
     text = out.decode()
     assert "(3, 11) 1000" in text and "redis-cli" in text
+
+
+def test_image_draws_korean_with_real_glyphs():
+    """Lab 6's Korean chart labels need a CJK font in the image; matplotlib warns 'Glyph ... missing' without one."""
+    client = require_engine()
+    script = ("import warnings, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; "
+              "warnings.simplefilter('always'); plt.rcParams['font.family'] = ['Noto Sans CJK KR', 'DejaVu Sans']\n"
+              "with warnings.catch_warnings(record=True) as caught:\n"
+              "    fig, ax = plt.subplots(); ax.set_title('스레드와 프로세스'); fig.savefig('/tmp/k.png')\n"
+              "print('missing:', [str(w.message) for w in caught if 'Glyph' in str(w.message)])")
+    out = client.containers.run(image.image_tag(), ["python3", "-c", script], network_mode="none", remove=True,
+                                user="1000:1000", environment={"MPLCONFIGDIR": "/tmp/mpl"}, tmpfs={"/tmp": ""})
+    assert "missing: []" in out.decode(), out.decode()
