@@ -194,7 +194,10 @@ def test_thread_crash_is_observed_from_outside(impl):
 
 def test_cpu_bound_processes_speed_up(compare):
     require_two_cpus()
-    values = _best(lambda: compare.cpu_bound_speedup("process", workers=2), lambda v: v >= 1.4)
+    # Five attempts, not three: on an idle 2-CPU virtual machine the reference
+    # once measured 1.24, 1.23, 1.16 in a row (the host had taken a CPU for a
+    # few seconds); a thread-based "process" never reaches 1.4 on any attempt.
+    values = _best(lambda: compare.cpu_bound_speedup("process", workers=2), lambda v: v >= 1.4, attempts=5)
     assert max(values) >= 1.4, \
         say("2 processes gave CPU-bound speedups {speedups}, expected at least 1.4 ({load})",
             speedups=[round(v, 2) for v in values], load=load_note())
