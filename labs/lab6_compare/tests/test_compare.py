@@ -196,7 +196,8 @@ def test_cpu_bound_processes_speed_up(compare):
     require_two_cpus()
     # Five attempts, not three: on an idle 2-CPU virtual machine the reference
     # once measured 1.24, 1.23, 1.16 in a row (the host had taken a CPU for a
-    # few seconds); a thread-based "process" never reaches 1.4 on any attempt.
+    # few seconds). Threads posing as processes rarely reach 1.4 (once in CI);
+    # the deterministic tests of what "process" starts catch them every time.
     values = _best(lambda: compare.cpu_bound_speedup("process", workers=2), lambda v: v >= 1.4, attempts=5)
     assert max(values) >= 1.4, \
         say("2 processes gave CPU-bound speedups {speedups}, expected at least 1.4 ({load})",
