@@ -150,7 +150,7 @@ class LabSession:
         The stub's own words ("pipeline: fork one child per command...") are
         English; in another language the table names the function instead.
         """
-        if self.lang == "en" or not message.startswith("NotImplementedError"):
+        if self.lang == "en" or _exception_name(message) != "NotImplementedError":
             return message
         name = message.partition(":")[2].strip().partition(":")[0].strip() or "?"
         return self._("{name} is not implemented yet (NotImplementedError)").format(name=name)
@@ -249,11 +249,16 @@ def _failure_line(report) -> str:
 def _symptom(report, item) -> dict:
     if _STACKS_KEY in item.stash:
         return {"when": "timeout"}
-    message = _failure_line(report)
-    name = message.split(":", 1)[0].strip()   # "posix_ipc.BusyError: ..." names a module too
+    name = _exception_name(_failure_line(report))
+    return {"when": "exception", "exception": name} if name else {"when": "failure"}
+
+
+def _exception_name(message: str) -> str | None:
+    """The exception a failure line starts with ("posix_ipc.BusyError: ..." -> "BusyError"), if any."""
+    name = message.split(":", 1)[0].strip()
     if name and all(part.isidentifier() for part in name.split(".")):
-        return {"when": "exception", "exception": name.rsplit(".", 1)[-1]}
-    return {"when": "failure"}
+        return name.rsplit(".", 1)[-1]
+    return None
 
 
 # -- discovering the lab --------------------------------------------------------------

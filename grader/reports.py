@@ -84,7 +84,7 @@ class Context:
 
     def grader_error(self, why: str) -> None:
         """The kit, not the submission, failed; ``why`` is the kit's own (English) account."""
-        _ = i18n.translator(i18n.language(self.lang or None))
+        _ = i18n.translator(_lang(self))
         self.error = _("the kit could not grade this submission, through no fault of its code "
                        "(tell your instructor): {error}").format(error=why)
 
