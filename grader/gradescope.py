@@ -361,17 +361,9 @@ def supervise(config: dict) -> int:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     run_config = json.loads((KIT / "run.json").read_text())
     harness.emit("start", pid=os.getpid(), time=time.time())
-    key = os.urandom(32)
-    result_r, result_w = os.pipe()
-    key_r, key_w = os.pipe()
-    os.write(key_w, key)
-    os.close(key_w)
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
-        "TMPDIR": str(WORK / "tmp"), "PYTHONPATH": str(KIT), "IPCLAB_KIT": str(KIT), "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/mpl",
-        "IPCLAB_RESULT_FD": str(result_w), "IPCLAB_KEY_FD": str(key_r),
-    }
+    key, result_r, result_w, key_r = harness.result_channel()
+    env = harness.child_env(f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", str(KIT),
+                           result_w, key_r, TMPDIR=str(WORK / "tmp"))
 
     def limit_student():
         resource.setrlimit(resource.RLIMIT_NPROC, (config["pids"], config["pids"]))
@@ -388,22 +380,7 @@ def supervise(config: dict) -> int:
     os.close(result_w)
     os.close(key_r)
     channel, output = harness.Channel(key), harness.Output(int(run_config["output_cap"]))
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ, output)
-    selector.register(result_r, selectors.EVENT_READ, channel)
-    peak, exit_deadline = 0, None
-    while selector.get_map():
-        peak = max(peak, len(_processes_of(config["uid"])))
-        if exit_deadline is None and proc.poll() is not None:
-            exit_deadline = time.monotonic() + 1.0  # a background process may hold the pipes open
-        if exit_deadline is not None and time.monotonic() > exit_deadline:
-            break
-        for sel_key, _ in selector.select(timeout=0.2):
-            data = os.read(sel_key.fd, 1 << 16)
-            if not data:
-                selector.unregister(sel_key.fileobj)
-                continue
-            sel_key.data.feed(data)
+    peak = harness.pump(proc, result_r, channel, output, lambda: len(_processes_of(config["uid"])))
     status = proc.wait()
     leftovers = [{"pid": pid, "cmd": _cmdline(pid)} for pid in _processes_of(config["uid"])]
     kill_user(config["uid"])

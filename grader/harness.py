@@ -209,6 +209,56 @@ def reap():
             return
 
 
+def result_channel():
+    """The key pytest signs its results with, and the pipes that carry the key in and the results out.
+
+    Returns ``(key, result_r, result_w, key_r)``: pass ``result_w`` and
+    ``key_r`` to pytest (see :func:`child_env`), close them here once it runs.
+    """
+    key = os.urandom(32)
+    result_r, result_w = os.pipe()
+    key_r, key_w = os.pipe()
+    os.write(key_w, key)
+    os.close(key_w)
+    return key, result_r, result_w, key_r
+
+
+def child_env(path, kit, result_w, key_r, **extra):
+    """The whole environment of the test process: nothing of ours leaks into it."""
+    return {
+        "PATH": path, "HOME": "/tmp", "LANG": "C.UTF-8",
+        "PYTHONPATH": kit, "IPCLAB_KIT": kit, "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/mpl",
+        "IPCLAB_RESULT_FD": str(result_w), "IPCLAB_KEY_FD": str(key_r), **extra,
+    }
+
+
+def pump(proc, result_r, channel, output, count_pids):
+    """Feed pytest's output and signed results to their readers until both pipes close.
+
+    Stops one second after pytest exits even if they stay open (a background
+    process may hold them). Returns the peak of ``count_pids()`` seen meanwhile.
+    """
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ, output)
+    selector.register(result_r, selectors.EVENT_READ, channel)
+    peak_pids = 0
+    exit_deadline = None
+    while selector.get_map():
+        peak_pids = max(peak_pids, count_pids())
+        if exit_deadline is None and proc.poll() is not None:
+            exit_deadline = time.monotonic() + 1.0
+        if exit_deadline is not None and time.monotonic() > exit_deadline:
+            break
+        for sel_key, _ in selector.select(timeout=0.2):
+            data = os.read(sel_key.fd, 1 << 16)
+            if not data:
+                selector.unregister(sel_key.fileobj)
+                continue
+            sel_key.data.feed(data)
+    return peak_pids
+
+
 def main():
     make_undumpable()
     with open(RUN_CONFIG) as f:
@@ -216,17 +266,8 @@ def main():
     emit("start", pid=os.getpid(), time=time.time())
     copy_submission()
 
-    key = os.urandom(32)
-    result_r, result_w = os.pipe()
-    key_r, key_w = os.pipe()
-    os.write(key_w, key)
-    os.close(key_w)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8",
-        "PYTHONPATH": "/kit", "IPCLAB_KIT": "/kit", "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/mpl",
-        "IPCLAB_RESULT_FD": str(result_w), "IPCLAB_KEY_FD": str(key_r),
-    }
+    key, result_r, result_w, key_r = result_channel()
+    env = child_env(os.environ.get("PATH", "/usr/bin:/bin"), "/kit", result_w, key_r)
     cmd = [sys.executable, "-m", "pytest", *config["pytest_args"]]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             pass_fds=(result_w, key_r), cwd="/work", env=env, start_new_session=True)
@@ -234,25 +275,7 @@ def main():
     os.close(key_r)
 
     channel, output = Channel(key), Output(int(config["output_cap"]))
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ, output)
-    selector.register(result_r, selectors.EVENT_READ, channel)
-    peak_pids = 0
-    exit_deadline = None
-    while selector.get_map():
-        peak_pids = max(peak_pids, current_pids())
-        if exit_deadline is None and proc.poll() is not None:
-            # pytest is gone; a background process may still hold the pipes open.
-            exit_deadline = time.monotonic() + 1.0
-        if exit_deadline is not None and time.monotonic() > exit_deadline:
-            break
-        for sel_key, _ in selector.select(timeout=0.2):
-            fd = sel_key.fd
-            data = os.read(fd, 1 << 16)
-            if not data:
-                selector.unregister(sel_key.fileobj)
-                continue
-            sel_key.data.feed(data)
+    peak_pids = pump(proc, result_r, channel, output, current_pids)
     status = proc.wait()
     leftovers = other_processes()
     if leftovers:
